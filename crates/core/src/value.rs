@@ -1,0 +1,164 @@
+//! Typed field values and the types a schema declares.
+
+use crate::time::Timestamp;
+use std::fmt;
+use std::str::FromStr;
+
+/// The type of an event field or catalogue attribute, as written in `cascade.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    Bool,
+    Int,
+    Float,
+    String,
+    Timestamp,
+    /// A list of strings (genres, tags).
+    StringList,
+}
+
+impl FieldType {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Bool => "bool",
+            FieldType::Int => "int",
+            FieldType::Float => "float",
+            FieldType::String => "string",
+            FieldType::Timestamp => "timestamp",
+            FieldType::StringList => "string_list",
+        }
+    }
+}
+
+impl FromStr for FieldType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "bool" => FieldType::Bool,
+            "int" => FieldType::Int,
+            "float" => FieldType::Float,
+            "string" => FieldType::String,
+            "timestamp" => FieldType::Timestamp,
+            "string_list" => FieldType::StringList,
+            other => {
+                return Err(format!(
+                    "unknown type `{other}` (expected bool, int, float, string, timestamp or string_list, with a trailing ? when optional)"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A validated value of a declared [`FieldType`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+    Timestamp(Timestamp),
+    StringList(Vec<String>),
+}
+
+impl Value {
+    pub fn field_type(&self) -> FieldType {
+        match self {
+            Value::Bool(_) => FieldType::Bool,
+            Value::Int(_) => FieldType::Int,
+            Value::Float(_) => FieldType::Float,
+            Value::String(_) => FieldType::String,
+            Value::Timestamp(_) => FieldType::Timestamp,
+            Value::StringList(_) => FieldType::StringList,
+        }
+    }
+
+    /// Converts a JSON value to the declared type, or says why it cannot.
+    /// Integers are accepted where a float is declared; nothing else is coerced.
+    pub fn from_json(ty: FieldType, v: &serde_json::Value) -> Result<Value, String> {
+        use serde_json::Value as J;
+        let mismatch = || format!("expected {ty}, got {}", json_kind(v));
+        Ok(match (ty, v) {
+            (FieldType::Bool, J::Bool(b)) => Value::Bool(*b),
+            (FieldType::Int, J::Number(n)) => Value::Int(n.as_i64().ok_or_else(mismatch)?),
+            (FieldType::Float, J::Number(n)) => Value::Float(n.as_f64().ok_or_else(mismatch)?),
+            (FieldType::String, J::String(s)) => Value::String(s.clone()),
+            (FieldType::Timestamp, v @ (J::String(_) | J::Number(_))) => Value::Timestamp(timestamp_from_json(v)?),
+            (FieldType::StringList, J::Array(items)) => Value::StringList(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| match x {
+                        J::String(s) => Ok(s.clone()),
+                        other => Err(format!("element {i}: expected string, got {}", json_kind(other))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(mismatch()),
+        })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::String(s) => J::String(s.clone()),
+            Value::Timestamp(t) => J::String(t.to_string()),
+            Value::StringList(l) => J::Array(l.iter().cloned().map(J::String).collect()),
+        }
+    }
+}
+
+/// A timestamp in JSON: an RFC 3339 string or integer milliseconds since the epoch.
+pub fn timestamp_from_json(v: &serde_json::Value) -> Result<Timestamp, String> {
+    match v {
+        serde_json::Value::String(s) => Timestamp::parse_rfc3339(s).map_err(|e| format!("bad timestamp `{s}`: {e}")),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(ms) if (0..=crate::time::MAX_MILLIS).contains(&ms) => Ok(Timestamp(ms)),
+            _ => Err(format!("bad timestamp {n}: integer milliseconds since 1970 expected, between 0 and year 9999")),
+        },
+        other => {
+            Err(format!("bad timestamp: expected an RFC 3339 string or integer milliseconds, got {}", json_kind(other)))
+        }
+    }
+}
+
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "bool",
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        serde_json::Value::Number(_) => "float",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn converts_and_refuses() {
+        assert_eq!(Value::from_json(FieldType::Float, &json!(4)), Ok(Value::Float(4.0)));
+        assert_eq!(Value::from_json(FieldType::Int, &json!(4.5)), Err("expected int, got float".to_string()));
+        assert_eq!(Value::from_json(FieldType::String, &json!(3)), Err("expected string, got integer".to_string()));
+        assert_eq!(
+            Value::from_json(FieldType::StringList, &json!(["a", 1])),
+            Err("element 1: expected string, got integer".to_string())
+        );
+        assert_eq!(
+            Value::from_json(FieldType::Timestamp, &json!("1970-01-01T00:00:01Z")),
+            Ok(Value::Timestamp(Timestamp(1000)))
+        );
+        assert!(Value::from_json(FieldType::Timestamp, &json!(-5)).is_err());
+    }
+}

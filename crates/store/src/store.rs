@@ -1,0 +1,254 @@
+//! The store facade: idempotent appends to the log, and the catalogue derived from it.
+
+use crate::catalogue::Catalogue;
+use crate::codec;
+use crate::error::Result;
+use crate::log::{CommitHook, EncodedBatch, Log, LogOptions, LogReader, LogStats, Ticket, records_of};
+use cascade_core::{ItemRecord, Record, UserRecord};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// What became of one record of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored at this offset.
+    Written(u64),
+    /// Its id was seen before: not stored again; the first copy has this offset.
+    Duplicate(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub log: LogOptions,
+    /// Closed segments older than this may be deleted (zero: never by age).
+    pub retention: Duration,
+    /// Closed segments may be deleted while the log is larger than this (zero: no limit).
+    pub retention_bytes: u64,
+}
+
+impl From<&cascade_core::config::LogConfig> for StoreOptions {
+    fn from(c: &cascade_core::config::LogConfig) -> Self {
+        StoreOptions { log: c.into(), retention: c.retention, retention_bytes: c.retention_bytes }
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        (&cascade_core::config::LogConfig::default()).into()
+    }
+}
+
+/// Remembers the idempotency keys of the retained log.
+///
+/// Keys are kept as 128-bit hashes (two independently seeded SipHash-1-3 values): 24 bytes per
+/// key instead of the key itself, with a collision probability that is negligible at any log size
+/// (about 10^-20 at a billion keys). The map is rebuilt from the log at open, so the random seeds
+/// need not be stable across restarts.
+#[derive(Debug, Default)]
+struct Dedupe {
+    seen: HashMap<u128, u64>,
+    seeds: (RandomState, RandomState),
+}
+
+impl Dedupe {
+    fn key(&self, id: &str) -> u128 {
+        (u128::from(self.seeds.0.hash_one(id)) << 64) | u128::from(self.seeds.1.hash_one(id))
+    }
+}
+
+/// The event log plus what is derived from it, in one data directory:
+/// `DIR/log/*.seg` and `DIR/catalogue.snapshot`.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    log: Log,
+    dedupe: Mutex<Dedupe>,
+    catalogue: Arc<RwLock<Catalogue>>,
+    /// The `applied_through` of the last snapshot written; retention keeps everything above it.
+    snapshot_offset: Mutex<u64>,
+    options: StoreOptions,
+}
+
+impl Store {
+    /// Opens the store, recovering the log and rebuilding the dedupe index and catalogue.
+    pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(crate::Error::io(&dir))?;
+        let catalogue = Arc::new(RwLock::new(Catalogue::default()));
+        let hook_catalogue = catalogue.clone();
+        let hook: CommitHook = Box::new(move |base, count, records| {
+            let mut cat = hook_catalogue.write().expect("poisoned");
+            for (i, bytes) in records_of(records).enumerate() {
+                // Events (tag 1) are the bulk of the log and do not touch the catalogue.
+                if bytes.first() != Some(&1)
+                    && let Ok(record) = codec::decode(bytes)
+                {
+                    cat.apply(base + i as u64, &record);
+                }
+            }
+            cat.applied_through = base + u64::from(count);
+        });
+        let log = Log::open_with_hook(dir.join("log"), options.log.clone(), Some(hook))?;
+
+        let mut snapshot = Catalogue::load(&dir)?;
+        let (first, committed) = (log.first_offset(), log.committed());
+        if snapshot.applied_through > committed {
+            // Only possible after losing an unsynced log tail (fsync = interval and a power loss).
+            tracing::warn!(
+                snapshot = snapshot.applied_through,
+                log = committed,
+                "catalogue snapshot is ahead of the log; rebuilding from the log"
+            );
+            snapshot = Catalogue::default();
+        }
+        let snapshot_offset = snapshot.applied_through;
+        let mut dedupe = Dedupe::default();
+        for entry in log.read_from(first) {
+            let (offset, record) = entry?;
+            if let Some(id) = record.idempotency_key() {
+                let key = dedupe.key(id);
+                dedupe.seen.entry(key).or_insert(offset);
+            }
+            if offset >= snapshot.applied_through {
+                snapshot.apply(offset, &record);
+            }
+        }
+        snapshot.applied_through = committed;
+        *catalogue.write().expect("poisoned") = snapshot;
+        tracing::info!(dir = %dir.display(), first, next = committed, ids = dedupe.seen.len(), "store opened");
+        Ok(Store {
+            dir,
+            log,
+            dedupe: Mutex::new(dedupe),
+            catalogue,
+            snapshot_offset: Mutex::new(snapshot_offset),
+            options,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends records and waits until they are durable. Records whose id was seen before (in the
+    /// log or earlier in this batch) are not stored again. A batch is written as one unit.
+    pub async fn append(&self, records: &[Record]) -> Result<Vec<Outcome>> {
+        let (ticket, outcomes) = self.submit(records)?;
+        if let Some(t) = ticket {
+            t.wait().await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// [`Store::append`] for plain threads (never call it inside an async runtime).
+    pub fn append_blocking(&self, records: &[Record]) -> Result<Vec<Outcome>> {
+        let (ticket, outcomes) = self.submit(records)?;
+        if let Some(t) = ticket {
+            t.wait_blocking()?;
+        }
+        Ok(outcomes)
+    }
+
+    fn submit(&self, records: &[Record]) -> Result<(Option<Ticket>, Vec<Outcome>)> {
+        // Encode outside the lock so concurrent appenders encode in parallel.
+        let mut batch = EncodedBatch::default();
+        records.iter().for_each(|r| batch.push(r));
+        let mut dedupe = self.dedupe.lock().expect("poisoned");
+        let keys: Vec<Option<u128>> = records.iter().map(|r| r.idempotency_key().map(|id| dedupe.key(id))).collect();
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut keep = Vec::with_capacity(records.len());
+        let mut batch_first: HashMap<u128, u64> = HashMap::new();
+        let mut newest_duplicate = None;
+        // Offsets are assigned by the log when enqueued; under the dedupe lock nobody else
+        // enqueues, so the next offset is the committed-or-queued end.
+        let base = self.log_next_offset();
+        let mut next = base;
+        for key in &keys {
+            let seen = key.and_then(|k| dedupe.seen.get(&k).or_else(|| batch_first.get(&k)).copied());
+            match seen {
+                Some(offset) => {
+                    outcomes.push(Outcome::Duplicate(offset));
+                    keep.push(false);
+                    newest_duplicate = newest_duplicate.max(Some(offset));
+                }
+                None => {
+                    if let Some(k) = key {
+                        batch_first.insert(*k, next);
+                    }
+                    outcomes.push(Outcome::Written(next));
+                    keep.push(true);
+                    next += 1;
+                }
+            }
+        }
+        let batch = if keep.iter().all(|&k| k) { batch } else { batch.retain(&keep) };
+        // A duplicate of a record still in flight must not be acknowledged before that record
+        // is durable: an empty batch queued behind it is a barrier.
+        let must_wait = !batch.is_empty() || newest_duplicate.is_some_and(|o| o >= self.log.committed());
+        let ticket = if must_wait { Some(self.log.enqueue(batch)?) } else { None };
+        if let Some(t) = &ticket {
+            debug_assert_eq!(t.base, base);
+        }
+        dedupe.seen.extend(batch_first);
+        Ok((ticket, outcomes))
+    }
+
+    fn log_next_offset(&self) -> u64 {
+        self.log.next_offset()
+    }
+
+    /// The live item `id`, or `None` if unknown or deleted.
+    pub fn item(&self, id: &str) -> Option<ItemRecord> {
+        self.catalogue.read().expect("poisoned").item(id).cloned()
+    }
+
+    pub fn user(&self, id: &str) -> Option<UserRecord> {
+        self.catalogue.read().expect("poisoned").user(id).cloned()
+    }
+
+    /// (live items, users) in the catalogue.
+    pub fn catalogue_counts(&self) -> (usize, usize) {
+        let c = self.catalogue.read().expect("poisoned");
+        (c.item_count(), c.user_count())
+    }
+
+    /// Reads acknowledged records from `offset` up to the end as of now.
+    pub fn read_from(&self, offset: u64) -> LogReader {
+        self.log.read_from(offset)
+    }
+
+    pub fn log_stats(&self) -> Result<LogStats> {
+        self.log.stats()
+    }
+
+    /// `None` while the store accepts writes; otherwise why not.
+    pub fn failure(&self) -> Option<String> {
+        self.log.failure()
+    }
+
+    /// Snapshots the catalogue and applies retention. Run it periodically and at shutdown.
+    pub fn maintain(&self) -> Result<()> {
+        let snapshot = self.catalogue.read().expect("poisoned").clone();
+        let floor = snapshot.applied_through;
+        let mut last = self.snapshot_offset.lock().expect("poisoned");
+        if floor > *last {
+            snapshot.save(&self.dir)?;
+            *last = floor;
+        }
+        let deleted = self.log.apply_retention(*last, self.options.retention, self.options.retention_bytes)?;
+        if deleted > 0 {
+            let first = self.log.first_offset();
+            self.dedupe.lock().expect("poisoned").seen.retain(|_, offset| *offset >= first);
+        }
+        Ok(())
+    }
+
+    /// Flushes and syncs the log, writes a final snapshot, and stops the writer.
+    pub fn close(&self) -> Result<()> {
+        self.log.close()?;
+        self.maintain()
+    }
+}

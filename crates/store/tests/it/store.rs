@@ -1,0 +1,83 @@
+use crate::{event, item};
+use cascade_core::Value;
+use cascade_store::{Outcome, Store, StoreOptions};
+
+#[test]
+fn duplicate_ids_are_stored_once_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let out = store
+        .append_blocking(&[event(Some("a"), 1), event(Some("b"), 2), event(Some("a"), 3), event(None, 4)])
+        .unwrap();
+    assert_eq!(out, [Outcome::Written(0), Outcome::Written(1), Outcome::Duplicate(0), Outcome::Written(2)]);
+    let out = store.append_blocking(&[event(Some("b"), 9), event(Some("c"), 9)]).unwrap();
+    assert_eq!(out, [Outcome::Duplicate(1), Outcome::Written(3)]);
+    store.close().unwrap();
+    drop(store);
+    // The index is rebuilt from the log on open.
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.append_blocking(&[event(Some("c"), 1)]).unwrap(), [Outcome::Duplicate(3)]);
+    assert_eq!(store.append_blocking(&[event(Some("a"), 1)]).unwrap(), [Outcome::Duplicate(0)]);
+    assert_eq!(store.read_from(0).count(), 4);
+}
+
+#[test]
+fn catalogue_keeps_latest_record_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append_blocking(&[item("i1", "First", false), item("i2", "Gone soon", false)]).unwrap();
+        store.append_blocking(&[item("i1", "Second", false), item("i2", "Gone soon", true)]).unwrap();
+        let i1 = store.item("i1").unwrap();
+        assert_eq!(i1.attributes, [("title".to_string(), Value::String("Second".into()))]);
+        assert!(store.item("i2").is_none(), "deleted items read as absent");
+        // Dropped without close(): no snapshot, the catalogue must come back from the log alone.
+    }
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.item("i1").unwrap().attributes[0].1, Value::String("Second".into()));
+    assert!(store.item("i2").is_none());
+    assert_eq!(store.catalogue_counts(), (1, 0));
+}
+
+#[test]
+fn snapshot_preserves_catalogue_when_retention_deletes_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions { retention_bytes: 1, ..StoreOptions::default() };
+    options.log.segment_bytes = 4096;
+    {
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        store.append_blocking(&[item("old", "Kept by the snapshot", false)]).unwrap();
+        for i in 0..300 {
+            store.append_blocking(&[event(Some(&format!("e{i}")), i)]).unwrap();
+        }
+        store.maintain().unwrap();
+        let stats = store.log_stats().unwrap();
+        assert!(stats.first_offset > 0, "retention should have deleted the oldest segments: {stats:?}");
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), options).unwrap();
+    assert!(store.log_stats().unwrap().first_offset > 0);
+    assert_eq!(store.item("old").unwrap().attributes[0].1, Value::String("Kept by the snapshot".into()));
+    // The retained tail is still deduplicated.
+    assert_eq!(store.append_blocking(&[event(Some("e299"), 0)]).unwrap(), [Outcome::Duplicate(300)]);
+}
+
+#[tokio::test]
+async fn async_append_and_concurrent_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(&[event(Some("same"), 1), event(None, 2)]).await.unwrap() })
+        })
+        .collect();
+    let mut written = 0;
+    for t in tasks {
+        let out = t.await.unwrap();
+        written += out.iter().filter(|o| matches!(o, Outcome::Written(_))).count();
+    }
+    // One copy of "same" plus eight id-less events.
+    assert_eq!(written, 9);
+    assert_eq!(store.read_from(0).count(), 9);
+}
