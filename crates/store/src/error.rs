@@ -10,6 +10,8 @@ pub enum Error {
     Corrupt { path: PathBuf, position: u64, reason: String },
     #[error("offset {offset} is no longer retained (the log starts at {first})")]
     OffsetNotRetained { offset: u64, first: u64 },
+    #[error("{} is in use by another Cascade process (is `cascade serve` running?)", .0.display())]
+    Locked(PathBuf),
     #[error("the event log is closed")]
     Closed,
     #[error("the event log failed and refuses writes until restarted: {0}")]
@@ -37,7 +39,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::OffsetNotRetained { .. } => ErrorKind::NotFound,
-            Error::Closed | Error::Failed(_) => ErrorKind::Unavailable,
+            Error::Closed | Error::Failed(_) | Error::Locked(_) => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Corrupt { .. } => ErrorKind::Internal,
         }
     }

@@ -64,6 +64,8 @@ impl Dedupe {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// Held for the store's lifetime: one process per data directory.
+    _lock: std::fs::File,
     log: Log,
     dedupe: Mutex<Dedupe>,
     catalogue: Arc<RwLock<Catalogue>>,
@@ -77,6 +79,9 @@ impl Store {
     pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(crate::Error::io(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::File::create(&lock_path).map_err(crate::Error::io(&lock_path))?;
+        lock.try_lock().map_err(|_| crate::Error::Locked(dir.clone()))?;
         let catalogue = Arc::new(RwLock::new(Catalogue::default()));
         let hook_catalogue = catalogue.clone();
         let hook: CommitHook = Box::new(move |base, count, records| {
@@ -118,9 +123,10 @@ impl Store {
         }
         snapshot.applied_through = committed;
         *catalogue.write().expect("poisoned") = snapshot;
-        tracing::info!(dir = %dir.display(), first, next = committed, ids = dedupe.seen.len(), "store opened");
+        tracing::debug!(dir = %dir.display(), first, next = committed, ids = dedupe.seen.len(), "store opened");
         Ok(Store {
             dir,
+            _lock: lock,
             log,
             dedupe: Mutex::new(dedupe),
             catalogue,

@@ -81,3 +81,13 @@ async fn async_append_and_concurrent_duplicates() {
     assert_eq!(written, 9);
     assert_eq!(store.read_from(0).count(), 9);
 }
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, cascade_store::Error::Locked(_)), "{err}");
+    drop(store);
+    Store::open(dir.path(), StoreOptions::default()).unwrap();
+}

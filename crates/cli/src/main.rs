@@ -1,0 +1,152 @@
+//! `cascade`: the one binary of the Cascade platform.
+
+mod bench;
+mod generate;
+mod import;
+mod load;
+mod project;
+mod quickstart;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use project::Project;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cascade",
+    version,
+    about = "Real-time recommendations and decisions: events in, features, models, serving, experiments, monitoring.",
+    long_about = "Real-time recommendations and decisions in one binary.\n\n\
+        Start with `cascade quickstart`: it creates a project, fills it with a synthetic world and serves it.\n\
+        Every command reads ./cascade.toml (or --config FILE); CASCADE__SECTION__KEY environment variables\n\
+        override the file, and flags override both."
+)]
+struct Cli {
+    /// Project configuration file [default: ./cascade.toml].
+    #[arg(long, global = true, env = "CASCADE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info`, `cascade_store=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a project: writes a documented cascade.toml into DIR.
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Project name written into the file.
+        #[arg(long)]
+        name: Option<String>,
+        /// Overwrite an existing cascade.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serve the HTTP API (ingestion, catalogue, health, metrics) until Ctrl-C / SIGTERM.
+    Serve {
+        /// HOST:PORT to listen on (overrides server.addr).
+        #[arg(long)]
+        addr: Option<String>,
+    },
+    /// Import events and catalogue records from files into the project's event log.
+    Import(load::ImportArgs),
+    /// Generate a seeded synthetic world (catalogue, users, interactions) into the log or a file.
+    Generate(generate::GenerateArgs),
+    /// init → generate (or import MovieLens) → serve, printing each step.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Benchmarks that print Cascade's figures beside a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Print the resolved configuration (after file and environment layers) as TOML.
+    Config,
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).context("--log")?)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Init { dir, name, force } => {
+            let path = project::init(&dir, name.as_deref(), force)?;
+            println!("wrote {}", path.display());
+            println!("next: cd {} && cascade generate && cascade serve", dir.display());
+            Ok(())
+        }
+        Command::Serve { addr } => {
+            let mut project = Project::load(cli.config.as_deref())?;
+            if let Some(addr) = addr {
+                project.config.server.addr = addr;
+            }
+            serve(&project, None)
+        }
+        Command::Import(args) => load::import(&Project::load(cli.config.as_deref())?, &args),
+        Command::Generate(args) => generate::run(&Project::load(cli.config.as_deref())?, &args),
+        Command::Quickstart(args) => quickstart::run(&args),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Config => {
+            let project = Project::load(cli.config.as_deref())?;
+            print!("{}", toml::to_string_pretty(&project.config)?);
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&cascade_server::openapi())?);
+            Ok(())
+        }
+    }
+}
+
+/// Opens the project's store and serves until Ctrl-C or SIGTERM. `ready` is told the bound
+/// address (quickstart prints it).
+pub fn serve(project: &Project, ready: Option<&dyn Fn(std::net::SocketAddr)>) -> Result<()> {
+    let store = Arc::new(open_store(project)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let addr = &project.config.server.addr;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(%local, data_dir = %project.data_dir().display(), "serving");
+        match ready {
+            Some(f) => f(local),
+            None => eprintln!("cascade serving on http://{local} (Ctrl-C to stop)"),
+        }
+        cascade_server::run(&project.config, store, listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    eprintln!("stopped; the event log is flushed and synced");
+    Ok(())
+}
+
+pub fn open_store(project: &Project) -> Result<cascade_store::Store> {
+    let options = cascade_store::StoreOptions::from(&project.config.log);
+    cascade_store::Store::open(project.data_dir(), options)
+        .with_context(|| format!("opening the data directory {}", project.data_dir().display()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

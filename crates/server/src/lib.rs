@@ -1,0 +1,132 @@
+//! Cascade's HTTP server: event ingestion, the catalogue, health and metrics.
+//!
+//! Handlers follow one shape: parse and validate the body, one store call, convert back. Only this
+//! crate knows HTTP; the wire types live in `cascade-api`.
+
+mod catalogue;
+mod error;
+mod ingest;
+mod ops;
+
+pub use error::ApiError;
+pub use ops::metrics_handle;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use cascade_core::{Config, Schema};
+use cascade_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
+
+/// How often the server snapshots the catalogue and applies log retention.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_batch_events: usize,
+    max_body_bytes: usize,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    store: Arc<Store>,
+    schema: Arc<Schema>,
+    limits: Limits,
+    metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("store", &self.store).field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(config: &Config, store: Arc<Store>) -> AppState {
+        AppState {
+            store,
+            schema: Arc::new(Schema::from_config(config)),
+            limits: Limits {
+                max_batch_events: config.server.max_batch_events,
+                max_body_bytes: config.server.max_body_bytes,
+            },
+            metrics: metrics_handle(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cascade", description = "Real-time recommendation and decisioning platform"),
+    paths(
+        ingest::post_events,
+        catalogue::put_item, catalogue::get_item, catalogue::put_user, catalogue::get_user,
+        ops::live, ops::ready, ops::metrics,
+    ),
+    tags(
+        (name = "events", description = "Event ingestion"),
+        (name = "catalogue", description = "Items and users"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of this server (checked in as `docs/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(ingest::post_events))
+        .route("/v1/items/{id}", get(catalogue::get_item).put(catalogue::put_item))
+        .route("/v1/users/{id}", get(catalogue::get_user).put(catalogue::put_user))
+        .route("/v2/health/live", get(ops::live))
+        .route("/v2/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(axum::middleware::from_fn(ops::track))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests, flushes and syncs the log
+/// and writes the catalogue snapshot.
+pub async fn run(
+    config: &Config,
+    store: Arc<Store>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(AppState::new(config, store.clone()));
+    let maintenance = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let store = store.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.maintain()).await {
+                    tracing::error!(error = %e, "store maintenance failed");
+                }
+            }
+        })
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    maintenance.abort();
+    tracing::info!("shutting down: flushing the event log");
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}
