@@ -1,10 +1,417 @@
 //! `cascade bench`: workload benchmarks printing Cascade beside a baseline from the same run.
+//!
+//! Timings on shared machines vary between runs; ratios measured together do not. So every
+//! benchmark here runs its baseline in the same process, on the same data, one after the other.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
+use cascade_core::{FsyncPolicy, Record};
+use cascade_store::{Store, StoreOptions};
+use cascade_testkit::{WorldConfig, event_json, events_iter};
+use serde::Serialize;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Durable ingestion: embedded bulk appends, HTTP POST /v1/events against a `cascade serve`
+    /// child process, and pipelined XADD of the same events into Redis Streams.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Events per target.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Events per append / HTTP request / Redis pipeline.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Concurrent appenders, HTTP connections and Redis pipelines in flight.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// fsync policy of Cascade's log for every Cascade target.
+    #[arg(long, value_enum, default_value = "always")]
+    fsync: Fsync,
+    /// Redis to compare with, as found (its persistence settings are printed).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Also start a private redis-server with appendonly yes and appendfsync always, the
+    /// durability that matches fsync = "always" (needs redis-server on PATH).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    redis_aof: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Fsync {
+    Always,
+    Interval,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    target: String,
+    durability: String,
+    events: usize,
+    seconds: f64,
+    events_per_second: f64,
+    batch_p50_ms: f64,
+    batch_p99_ms: f64,
+}
+
+impl Row {
+    fn new(target: &str, durability: &str, events: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Row {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        Row {
+            target: target.into(),
+            durability: durability.into(),
+            events,
+            seconds: elapsed.as_secs_f64(),
+            events_per_second: events as f64 / elapsed.as_secs_f64(),
+            batch_p50_ms: pct(0.50),
+            batch_p99_ms: pct(0.99),
+        }
+    }
+}
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {}
+    match cmd {
+        BenchCommand::Ingest(args) => ingest(&args),
+    }
+}
+
+fn ingest(args: &IngestArgs) -> Result<()> {
+    let fsync = match args.fsync {
+        Fsync::Always => FsyncPolicy::Always,
+        Fsync::Interval => FsyncPolicy::Interval,
+    };
+    let fsync_name = format!("fsync={}", if fsync == FsyncPolicy::Always { "always" } else { "interval(100ms)" });
+    eprintln!("generating {} events ...", args.events);
+    let cfg = WorldConfig { events: args.events, ..WorldConfig::default() };
+    let events: Vec<Record> = events_iter(&cfg).map(Record::Event).collect();
+    let batches: Vec<Vec<Record>> = events.chunks(args.batch.max(1)).map(<[Record]>::to_vec).collect();
+    drop(events);
+    let mut rows = Vec::new();
+
+    eprintln!("cascade bulk ...");
+    rows.push(bench_bulk(&batches, args.concurrency, fsync, &fsync_name)?);
+
+    let bodies: Arc<Vec<WireBatch>> = Arc::new(
+        batches
+            .iter()
+            .map(|b| {
+                let mut ndjson = Vec::new();
+                let mut fields = Vec::with_capacity(b.len());
+                for r in b {
+                    let Record::Event(e) = r else { continue };
+                    let j = event_json(e);
+                    serde_json::to_writer(&mut ndjson, &j).expect("serializable");
+                    ndjson.push(b'\n');
+                    fields.push(redis_fields(&j));
+                }
+                WireBatch { ndjson: bytes::Bytes::from(ndjson), xadd_fields: fields }
+            })
+            .collect(),
+    );
+    drop(batches);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+    eprintln!("cascade HTTP ...");
+    rows.push(runtime.block_on(bench_http(bodies.clone(), args.concurrency, fsync, &fsync_name))?);
+
+    eprintln!("redis XADD ...");
+    match runtime.block_on(bench_redis(&args.redis, bodies.clone(), args.concurrency, None)) {
+        Ok(row) => rows.push(row),
+        Err(e) => eprintln!("skipping redis at {}: {e:#}", args.redis),
+    }
+    if args.redis_aof {
+        match PrivateRedis::start() {
+            Ok(private) => {
+                eprintln!("redis XADD (private, AOF fsync always) ...");
+                rows.push(runtime.block_on(bench_redis(
+                    &private.url,
+                    bodies,
+                    args.concurrency,
+                    Some("aof"),
+                ))?);
+            }
+            Err(e) => eprintln!("skipping the AOF redis: {e:#}"),
+        }
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "ingest: {} events, batches of {}, concurrency {}, {} cores",
+        args.events,
+        args.batch,
+        args.concurrency,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!("{:<44} {:<34} {:>12} {:>11} {:>11}", "target", "durability", "events/s", "batch p50", "batch p99");
+    for r in &rows {
+        println!(
+            "{:<44} {:<34} {:>12.0} {:>9.2}ms {:>9.2}ms",
+            r.target, r.durability, r.events_per_second, r.batch_p50_ms, r.batch_p99_ms
+        );
+    }
+    let (ours, theirs): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| r.target.starts_with("cascade"));
+    for o in &ours {
+        for t in &theirs {
+            println!("{} / {}: {:.2}x events/s", o.target, t.target, o.events_per_second / t.events_per_second);
+        }
+    }
+    Ok(())
+}
+
+/// Embedded appends from `concurrency` threads, as `cascade import` does.
+fn bench_bulk(batches: &[Vec<Record>], concurrency: usize, fsync: FsyncPolicy, durability: &str) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let mut options = StoreOptions::default();
+    options.log.fsync = fsync;
+    let store = Arc::new(Store::open(dir.path(), options)?);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(batches.len()));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.max(1) {
+            s.spawn(|| -> Result<()> {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else { return Ok(()) };
+                    let t = Instant::now();
+                    store.append_blocking(batch)?;
+                    latencies.lock().expect("poisoned").push(t.elapsed());
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let events: usize = batches.iter().map(Vec::len).sum();
+    let stored = store.log_stats()?.next_offset as usize;
+    if stored != events {
+        bail!("bulk: {stored} events stored, {events} sent");
+    }
+    store.close()?;
+    Ok(Row::new("cascade bulk (embedded log)", durability, events, elapsed, latencies.into_inner().expect("poisoned")))
+}
+
+/// A `cascade serve` child on a fresh project and a free port; killed on drop.
+struct ServerProcess {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn start(fsync: FsyncPolicy) -> Result<ServerProcess> {
+        let dir = tempfile::tempdir()?;
+        let config = crate::project::init(dir.path(), Some("bench"), false)?;
+        let policy = if fsync == FsyncPolicy::Always { "always" } else { "interval" };
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--log", "warn", "serve", "--addr", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("CASCADE__LOG__FSYNC", policy)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting cascade serve")?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let Some(line) = lines.next() else { bail!("cascade serve exited before listening") };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("cascade serving on ") {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(ServerProcess { child, url, _dir: dir })
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One batch in the two wire forms: an NDJSON body, and XADD field/value pairs per event.
+struct WireBatch {
+    /// Shared between tasks without copying.
+    ndjson: bytes::Bytes,
+    xadd_fields: Vec<Vec<(String, String)>>,
+}
+
+async fn bench_http(
+    bodies: Arc<Vec<WireBatch>>,
+    concurrency: usize,
+    fsync: FsyncPolicy,
+    durability: &str,
+) -> Result<Row> {
+    let server = ServerProcess::start(fsync)?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let url = format!("{}/v1/events", server.url);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, url, next, bodies) = (client.clone(), url.clone(), next.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut accepted = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(batch) = bodies.get(i) else { break };
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(batch.ndjson.clone())
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+                }
+                let v: serde_json::Value = r.json().await?;
+                accepted += v["accepted"].as_u64().unwrap_or(0);
+                latencies.push(t.elapsed());
+            }
+            Ok((latencies, accepted))
+        }));
+    }
+    let (mut latencies, mut accepted) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, a) = t.await??;
+        latencies.extend(l);
+        accepted += a;
+    }
+    let elapsed = started.elapsed();
+    let events: usize = bodies.iter().map(|b| b.xadd_fields.len()).sum();
+    if accepted as usize != events {
+        bail!("HTTP: {accepted} events accepted, {events} sent");
+    }
+    drop(server);
+    Ok(Row::new("cascade HTTP (separate process, NDJSON)", durability, events, elapsed, latencies))
+}
+
+fn redis_fields(event: &serde_json::Value) -> Vec<(String, String)> {
+    let obj = event.as_object().expect("event object");
+    obj.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+async fn bench_redis(url: &str, batches: Arc<Vec<WireBatch>>, concurrency: usize, label: Option<&str>) -> Result<Row> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await.context("connecting")?;
+    let appendonly: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut con).await?;
+    let appendfsync: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendfsync").query_async(&mut con).await?;
+    let durability = format!(
+        "appendonly={} appendfsync={}",
+        appendonly.get(1).map_or("?", String::as_str),
+        appendfsync.get(1).map_or("?", String::as_str)
+    );
+    let key = format!("cascade-bench-{}", std::process::id());
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (mut con, next, batches, key) = (con.clone(), next.clone(), batches.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(batch) = batches.get(i) else { break };
+                let t = Instant::now();
+                let mut pipe = redis::pipe();
+                for fields in &batch.xadd_fields {
+                    let cmd = pipe.cmd("XADD").arg(&key).arg("*");
+                    for (k, v) in fields {
+                        cmd.arg(k).arg(v);
+                    }
+                    cmd.ignore();
+                }
+                let () = pipe.query_async(&mut con).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    let events: usize = batches.iter().map(|b| b.xadd_fields.len()).sum();
+    let stored: usize = redis::cmd("XLEN").arg(&key).query_async(&mut con).await?;
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut con).await?;
+    if stored != events {
+        bail!("redis: {stored} entries, {events} sent");
+    }
+    let target = match label {
+        Some(_) => "redis XADD pipelined (private, AOF)",
+        None => "redis XADD pipelined (local server)",
+    };
+    Ok(Row::new(target, &durability, events, elapsed, latencies))
+}
+
+/// A redis-server on a free port with AOF and `appendfsync always`, in a temp dir; killed on drop.
+struct PrivateRedis {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> Result<PrivateRedis> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("redis-server did not start on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(PrivateRedis { child, url, _dir: dir })
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

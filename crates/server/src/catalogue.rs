@@ -16,7 +16,7 @@ fn now() -> Timestamp {
 }
 
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let body = body.map_err(body_rejection)?;
+    let body = body.map_err(|e| body_rejection(&e))?;
     serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("body is not JSON: {e}")))
 }
 

@@ -60,7 +60,7 @@ pub async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let body = body.map_err(body_rejection)?;
+    let body = body.map_err(|e| body_rejection(&e))?;
     let values = parse_batch(&headers, &body)?;
     let max = state.limits.max_batch_events;
     if values.len() > max {
@@ -112,7 +112,7 @@ pub async fn post_events(
 }
 
 /// Maps axum's body errors (chiefly the size limit) to our error shape.
-pub fn body_rejection(rejection: BytesRejection) -> ApiError {
+pub fn body_rejection(rejection: &BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds server.max_body_bytes")
     } else {

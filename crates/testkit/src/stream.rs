@@ -107,6 +107,10 @@ struct Tables {
     users: Alias,
     /// The most popular item, live throughout the window.
     anchor: usize,
+    /// Latent vectors laid out contiguously, `dim` floats each.
+    dim: usize,
+    user_taste: Vec<f32>,
+    item_vec: Vec<f32>,
     surfaces: Alias,
 }
 
@@ -134,8 +138,21 @@ impl Tables {
             creator_items,
             users: Alias::new(&world.user_activity),
             anchor,
+            dim: world.config.latent_dim.max(1),
+            user_taste: world.user_taste.concat(),
+            item_vec: world.item_vec.concat(),
             surfaces: Alias::new(&SURFACES.map(|(_, w)| w)),
         }
+    }
+
+    fn affinity(&self, user: usize, item: usize) -> f32 {
+        let d = self.dim;
+        catalogue::dot(&self.user_taste[user * d..(user + 1) * d], &self.item_vec[item * d..(item + 1) * d])
+    }
+
+    fn engagement(&self, user: usize, item: usize) -> f64 {
+        let a = self.affinity(user, item);
+        f64::from(1.0 / (1.0 + (-(a - ENGAGEMENT_MID) / ENGAGEMENT_SCALE).exp()))
     }
 }
 
@@ -318,18 +335,14 @@ impl EventStream {
         self.user_free_at[user] = ts + SESSION_COOLDOWN_MS;
     }
 
-    fn engagement(&self, user: usize, item: usize) -> f32 {
-        let a = self.world.affinity(user, item);
-        1.0 / (1.0 + (-(a - ENGAGEMENT_MID) / ENGAGEMENT_SCALE).exp())
-    }
-
-    /// The next step of a funnel on the previous event's item, if the user takes it.
-    fn follow_up(&mut self, user: usize, ts: i64, prev: Option<(usize, Kind)>) -> Option<(usize, Kind)> {
+    /// The next step of a funnel on the previous event's item, if the user takes it, with the
+    /// user's engagement with the item.
+    fn follow_up(&mut self, user: usize, ts: i64, prev: Option<(usize, Kind)>) -> Option<(usize, Kind, f64)> {
         let (item, kind) = prev?;
         if !self.world.item_live_at(item, Timestamp(ts)) {
             return None;
         }
-        let e = f64::from(self.engagement(user, item));
+        let e = self.tables.engagement(user, item);
         let r: f64 = self.rng.random();
         let next = match kind {
             Kind::View if r < 0.4 * e => Kind::Click,
@@ -343,24 +356,25 @@ impl EventStream {
             Kind::Play if r < 0.3 * e => Kind::Like,
             _ => return None,
         };
-        Some((item, next))
+        Some((item, next, e))
     }
 
     fn interaction(&mut self, user: usize, ts: i64, prev: Option<(usize, Kind)>) -> (Event, usize, Kind) {
-        let (item, kind) = match self.follow_up(user, ts, prev) {
+        let (item, kind, e) = match self.follow_up(user, ts, prev) {
             Some(step) => step,
             None => {
                 let item = self.choose_item(user, ts);
-                (item, self.choose_kind(user, item))
+                let e = self.tables.engagement(user, item);
+                (item, self.choose_kind(item, e), e)
             }
         };
-        let fields = self.fields(kind, user, item);
+        let fields = self.fields(kind, item, e);
         let event = Event {
             id: None,
             event_type: kind.name().to_string(),
             ts: Timestamp(ts),
-            user: Some(format!("u{user}")),
-            item: Some(format!("i{item}")),
+            user: Some(numbered_id('u', user as u64)),
+            item: Some(numbered_id('i', item as u64)),
             fields,
         };
         (event, item, kind)
@@ -396,8 +410,9 @@ impl EventStream {
                     continue;
                 }
                 let age_days = (ts - world.item_released_at[item].millis()) as f64 / DAY_MS as f64;
-                let fresh = 1.0 + FRESH_BOOST * (-age_days / FRESH_DAYS).exp();
-                let w = f64::from(world.affinity(user, item) / TEMPERATURE).exp() * fresh;
+                let fresh =
+                    if age_days < 10.0 * FRESH_DAYS { 1.0 + FRESH_BOOST * (-age_days / FRESH_DAYS).exp() } else { 1.0 };
+                let w = f64::from((tables.affinity(user, item) / TEMPERATURE).exp()) * fresh;
                 pool[n] = (item, w);
                 n += 1;
                 total += w;
@@ -416,8 +431,7 @@ impl EventStream {
         tables.anchor
     }
 
-    fn choose_kind(&mut self, user: usize, item: usize) -> Kind {
-        let e = f64::from(self.engagement(user, item));
+    fn choose_kind(&mut self, item: usize, e: f64) -> Kind {
         let priced = self.world.item_price[item].is_some();
         let options = [
             (Kind::View, 0.50),
@@ -439,8 +453,7 @@ impl EventStream {
         Kind::View
     }
 
-    fn fields(&mut self, kind: Kind, user: usize, item: usize) -> Vec<(String, Value)> {
-        let e = f64::from(self.engagement(user, item));
+    fn fields(&mut self, kind: Kind, item: usize, e: f64) -> Vec<(String, Value)> {
         let rng = &mut self.rng;
         let d = &self.dists;
         let field = |name: &str, v: Value| (name.to_string(), v);
@@ -485,6 +498,24 @@ impl EventStream {
     }
 }
 
+/// `prefix` followed by the decimal digits of `n` (`format!` is a hot spot at 10M events).
+fn numbered_id(prefix: char, mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(1 + digits.len() - at);
+    id.push(prefix);
+    id.extend(digits[at..].iter().map(|&d| char::from(d)));
+    id
+}
+
 /// Length of an item's playable content, fixed per item: 1.5 to 6 minutes.
 fn play_length_ms(item: usize) -> i64 {
     90_000 + ((item as u64).wrapping_mul(2_654_435_761) % 270_000) as i64
@@ -502,7 +533,7 @@ impl Iterator for EventStream {
                 let slot = self.heap.pop()?.slot;
                 self.free_slots.push(slot);
                 let mut event = self.slots[slot as usize].take()?;
-                event.id = Some(format!("e{}", self.emitted));
+                event.id = Some(numbered_id('e', self.emitted));
                 self.emitted += 1;
                 return Some(event);
             }

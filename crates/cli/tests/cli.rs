@@ -1,0 +1,132 @@
+//! The `cascade` binary as a user drives it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn cascade(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cascade")).current_dir(dir).args(args).output().unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = cascade(dir, args);
+    assert!(out.status.success(), "cascade {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn init_config_layers_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", ".", "--name", "shop"]);
+    assert!(!cascade(dir.path(), &["init", "."]).status.success(), "init refuses to overwrite");
+    let shown = ok(dir.path(), &["config"]);
+    assert!(shown.contains("name = \"shop\"") && shown.contains("addr = \"127.0.0.1:8080\""), "{shown}");
+    let out = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .current_dir(dir.path())
+        .arg("config")
+        .env("CASCADE__SERVER__ADDR", "0.0.0.0:9999")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("addr = \"0.0.0.0:9999\""));
+    std::fs::write(dir.path().join("bad.toml"), "[server]\naddr = \"x\"\n\n[log]\nfsync = \"sometimes\"\n").unwrap();
+    let out = cascade(dir.path(), &["--config", "bad.toml", "config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("bad.toml") && err.contains("line 5") && err.contains("sometimes"), "{err}");
+}
+
+#[test]
+fn generate_to_file_then_import_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", "."]);
+    let args = ["generate", "--users", "50", "--items", "80", "--events", "3000", "--out", "world.ndjson", "--json"];
+    ok(dir.path(), &args);
+    let lines = std::fs::read_to_string(dir.path().join("world.ndjson")).unwrap().lines().count();
+    assert_eq!(lines, 80 + 50 + 3000);
+    let first: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["import", "--json", "ndjson", "world.ndjson"])).unwrap();
+    assert_eq!((first["rows"].as_u64(), first["written"].as_u64()), (Some(3130), Some(3130)));
+    // Events carry ids, so importing again stores no event twice; catalogue upserts are
+    // last-writer-wins records and are written again.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["import", "--json", "ndjson", "world.ndjson"])).unwrap();
+    assert_eq!((again["written"].as_u64(), again["duplicates"].as_u64()), (Some(130), Some(3000)));
+}
+
+#[test]
+fn import_csv_fail_writes_nothing_and_skip_reports_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", "."]);
+    std::fs::write(
+        dir.path().join("r.csv"),
+        "uid,mid,stars,when\n1,10,4,1700000000\n2,11,x,1700000001\n3,12,5,1700000002\n",
+    )
+    .unwrap();
+    let map = "user=uid,item=mid,value=stars,ts=when";
+    let out = cascade(dir.path(), &["import", "csv", "r.csv", "--event-type", "rating", "--map", map]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("r.csv:3") && err.contains("nothing was written"), "{err}");
+    let out = ok(
+        dir.path(),
+        &["import", "--on-error", "skip", "--json", "csv", "r.csv", "--event-type", "rating", "--map", map],
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["written"], 2);
+    assert_eq!(summary["skipped"], 1);
+    assert!(summary["skipped_examples"][0].as_str().unwrap().contains("r.csv:3"), "{summary}");
+    assert_eq!(summary["next_offset"], 2, "the failed run wrote nothing");
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_ingests_and_sigterm_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", "."]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .current_dir(dir.path())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("cascade serving on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let body = r#"[{"id":"a","type":"like","ts":"2024-01-01T00:00:00Z","user":"u","item":"i"}]"#;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "graceful exit: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("flushed")), "{rest:?}");
+    // The data directory is released and holds the event.
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["generate", "--users", "1", "--items", "1", "--events", "0", "--json"]))
+            .unwrap();
+    assert_eq!(summary["next_offset"], 3, "one event from HTTP plus one item and one user");
+}
+
+#[test]
+fn quickstart_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(dir.path(), &["quickstart", "--dir", "qs", "--no-serve"]);
+    assert!(out.contains("[1/3]") && out.contains("103000 written"), "{out}");
+    assert!(dir.path().join("qs/cascade.toml").exists());
+    // Running it again reuses the project and stores no event twice.
+    let out = ok(dir.path(), &["quickstart", "--dir", "qs", "--no-serve"]);
+    assert!(out.contains("reusing") && out.contains("100000 duplicates"), "{out}");
+}
