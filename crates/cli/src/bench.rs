@@ -137,12 +137,7 @@ fn ingest(args: &IngestArgs) -> Result<()> {
         match PrivateRedis::start() {
             Ok(private) => {
                 eprintln!("redis XADD (private, AOF fsync always) ...");
-                rows.push(runtime.block_on(bench_redis(
-                    &private.url,
-                    bodies,
-                    args.concurrency,
-                    Some("aof"),
-                ))?);
+                rows.push(runtime.block_on(bench_redis(&private.url, bodies, args.concurrency, Some("aof")))?);
             }
             Err(e) => eprintln!("skipping the AOF redis: {e:#}"),
         }
