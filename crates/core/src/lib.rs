@@ -18,12 +18,14 @@
 
 pub mod config;
 pub mod event;
+pub mod interactions;
 pub mod schema;
 pub mod time;
 pub mod value;
 
 pub use config::{Config, ConfigError, FsyncPolicy};
 pub use event::{Event, ItemRecord, Record, UserRecord};
+pub use interactions::{Csr, IdMap, Interactions};
 pub use schema::{FieldError, Schema};
 pub use time::Timestamp;
 pub use value::{FieldType, Value};
