@@ -40,6 +40,7 @@ pub struct Config {
     pub entities: EntitiesConfig,
     #[serde(default = "default_events")]
     pub events: BTreeMap<String, EventTypeConfig>,
+    pub train: TrainConfig,
 }
 
 impl Default for Config {
@@ -51,6 +52,32 @@ impl Default for Config {
             catalogue: CatalogueConfig::default(),
             entities: EntitiesConfig::default(),
             events: default_events(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+/// How `cascade train` turns the log into training data and which retrieval models it fits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Event types that count as implicit positive interactions, with their weight.
+    pub interactions: BTreeMap<String, f32>,
+    /// Share of the most recent interactions held out to tune and evaluate models.
+    pub validation_fraction: f64,
+    /// Retrieval models to fit: any of pop, itemknn, als, bpr, content.
+    pub models: Vec<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            interactions: [("click", 1.0), ("like", 2.0), ("play", 1.0), ("purchase", 3.0), ("rating", 1.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            validation_fraction: 0.1,
+            models: ["pop", "itemknn", "als", "bpr", "content"].into_iter().map(String::from).collect(),
         }
     }
 }
@@ -320,6 +347,22 @@ impl Config {
                 }
             }
         }
+        for (event, weight) in &self.train.interactions {
+            if !self.events.contains_key(event) {
+                return invalid(format!("train.interactions.{event}"), "not a declared event type");
+            }
+            if !(weight.is_finite() && *weight > 0.0) {
+                return invalid(format!("train.interactions.{event}"), "weights must be positive");
+            }
+        }
+        if !(0.0..1.0).contains(&self.train.validation_fraction) {
+            return invalid("train.validation_fraction".into(), "must be in [0, 1)");
+        }
+        for model in &self.train.models {
+            if !["pop", "itemknn", "als", "bpr", "content"].contains(&model.as_str()) {
+                return invalid("train.models".into(), "known models: pop, itemknn, als, bpr, content");
+            }
+        }
         for (kind, entity) in [("user", &self.entities.user), ("item", &self.entities.item)] {
             for attr in entity.attributes.keys() {
                 if !is_identifier(attr) {
@@ -416,12 +459,14 @@ mod tests {
     #[test]
     fn custom_events_replace_defaults_and_are_checked() {
         let c = Config::from_toml(
-            "[events.listen]\nentities = [\"user\", \"item\"]\nfields = { seconds = \"float?\" }\n",
+            "[events.listen]\nentities = [\"user\", \"item\"]\nfields = { seconds = \"float?\" }\n\n[train]\ninteractions = { listen = 1.0 }\n",
             "f",
         )
         .unwrap();
         assert_eq!(c.events.keys().collect::<Vec<_>>(), ["listen"]);
-        let err = Config::from_toml("[events.Listen]\n", "f").unwrap_err().to_string();
+        let err = Config::from_toml("[events.Listen]\n[train]\ninteractions = {}\n", "f").unwrap_err().to_string();
         assert!(err.contains("events.Listen"), "{err}");
+        let err = Config::from_toml("[train]\ninteractions = { teleport = 1.0 }\n", "f").unwrap_err().to_string();
+        assert!(err.contains("train.interactions.teleport"), "{err}");
     }
 }
