@@ -1,11 +1,14 @@
 //! `cascade`: the one binary of the Cascade platform.
 
 mod bench;
+mod dataset;
+mod evaluate;
 mod generate;
 mod import;
 mod load;
 mod project;
 mod quickstart;
+mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -57,7 +60,14 @@ enum Command {
     Import(load::ImportArgs),
     /// Generate a seeded synthetic world (catalogue, users, interactions) into the log or a file.
     Generate(generate::GenerateArgs),
-    /// init → generate (or import MovieLens) → serve, printing each step.
+    /// Fit the project's retrieval models from the event log into a new versioned bundle.
+    Train(train::TrainArgs),
+    /// Evaluate retrieval models offline: on split files, or on the project's event log.
+    Evaluate(evaluate::EvaluateArgs),
+    /// List and inspect model bundles.
+    #[command(subcommand)]
+    Models(train::ModelsCommand),
+    /// init → generate (or import MovieLens) → train → serve, printing each step.
     Quickstart(quickstart::QuickstartArgs),
     /// Benchmarks that print Cascade's figures beside a baseline measured in the same run.
     #[command(subcommand)]
@@ -91,6 +101,9 @@ fn main() -> Result<()> {
         }
         Command::Import(args) => load::import(&Project::load(cli.config.as_deref())?, &args),
         Command::Generate(args) => generate::run(&Project::load(cli.config.as_deref())?, &args),
+        Command::Train(args) => train::run(&Project::load(cli.config.as_deref())?, &args).map(drop),
+        Command::Evaluate(args) => evaluate::run(cli.config.as_deref(), &args),
+        Command::Models(cmd) => train::models(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Config => {

@@ -25,15 +25,15 @@ pub struct QuickstartArgs {
 pub fn run(args: &QuickstartArgs) -> Result<()> {
     let config_path = args.dir.join(CONFIG_FILE);
     if config_path.exists() {
-        println!("[1/3] project   reusing {}", config_path.display());
+        println!("[1/4] project   reusing {}", config_path.display());
     } else {
         project::init(&args.dir, Some("quickstart"), false)?;
-        println!("[1/3] project   wrote {}", config_path.display());
+        println!("[1/4] project   wrote {}", config_path.display());
     }
     let mut project = Project::load(Some(&config_path))?;
     let summary = match &args.movielens {
         Some(dir) => {
-            println!("[2/3] data      importing MovieLens from {}", dir.display());
+            println!("[2/4] data      importing MovieLens from {}", dir.display());
             load::import_source(&project, &crate::import::Source::MovieLens(dir.clone()), false, 10_000, false)?
         }
         None => {
@@ -47,7 +47,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
                 json: false,
             };
             println!(
-                "[2/3] data      generating a synthetic world: {} users, {} items, {} events (seed {})",
+                "[2/4] data      generating a synthetic world: {} users, {} items, {} events (seed {})",
                 generate.users, generate.items, generate.events, generate.seed
             );
             generate::into_store(&project, &generate)?
@@ -56,8 +56,14 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     print!("                ");
     summary.print(false);
     println!("                event log: {} records in {}", summary.next_offset, project.data_dir().display());
+    println!(
+        "[3/4] train     fitting {} with a grid search on the latest interactions",
+        project.config.train.models.join(", ")
+    );
+    let manifest = crate::train::run(&project, &crate::train::TrainArgs { no_tune: false, k: 10, json: false })?;
+    println!("                `cascade models show {}` for the manifest", manifest.version);
     if args.no_serve {
-        println!("[3/3] serve     skipped (--no-serve); run `cascade serve --config {}`", config_path.display());
+        println!("[4/4] serve     skipped (--no-serve); run `cascade serve --config {}`", config_path.display());
         return Ok(());
     }
     if let Some(addr) = &args.addr {
@@ -66,7 +72,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     crate::serve(
         &project,
         Some(&|addr| {
-            println!("[3/3] serve     http://{addr}  (Ctrl-C to stop)");
+            println!("[4/4] serve     http://{addr}  (Ctrl-C to stop)");
             println!("                try: curl http://{addr}/v1/items/i1");
             println!("                     curl http://{addr}/metrics");
         }),

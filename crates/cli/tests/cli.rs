@@ -124,9 +124,84 @@ fn serve_ingests_and_sigterm_flushes() {
 fn quickstart_without_serving() {
     let dir = tempfile::tempdir().unwrap();
     let out = ok(dir.path(), &["quickstart", "--dir", "qs", "--no-serve"]);
-    assert!(out.contains("[1/3]") && out.contains("103000 written"), "{out}");
+    assert!(out.contains("[1/4]") && out.contains("103000 written"), "{out}");
+    assert!(out.contains("bundle v1") && out.contains("als"), "{out}");
     assert!(dir.path().join("qs/cascade.toml").exists());
-    // Running it again reuses the project and stores no event twice.
+    // Running it again reuses the project, stores no event twice and trains a second bundle.
     let out = ok(dir.path(), &["quickstart", "--dir", "qs", "--no-serve"]);
-    assert!(out.contains("reusing") && out.contains("100000 duplicates"), "{out}");
+    assert!(out.contains("reusing") && out.contains("100000 duplicates") && out.contains("bundle v2"), "{out}");
+}
+
+/// A synthetic world with planted tastes: the trained models must beat popularity, and the
+/// bundle must say what it was trained on.
+#[test]
+fn train_bundles_models_with_lineage_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", "."]);
+    ok(dir.path(), &["generate", "--users", "300", "--items", "400", "--events", "30000", "--json"]);
+    let manifest: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["train", "--json"])).unwrap();
+    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["format_version"], 1);
+    assert!(manifest["data"]["rows"].as_u64().unwrap() > 1000);
+    assert_eq!(manifest["data"]["hash"].as_str().unwrap().len(), 64);
+    assert!(manifest["data"]["first_ts"].as_str().unwrap().starts_with("2024-01"));
+    let names: Vec<&str> = manifest["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pop", "itemknn", "als", "bpr", "content"]);
+    let ndcg = |m: &str| manifest["metrics"][m]["ndcg_at_10"].as_f64().unwrap();
+    assert!(ndcg("als") > ndcg("pop"), "als {} vs pop {}", ndcg("als"), ndcg("pop"));
+    assert!(ndcg("itemknn") > ndcg("pop"), "itemknn {} vs pop {}", ndcg("itemknn"), ndcg("pop"));
+    let als_trials = manifest["search"].as_array().unwrap().iter().filter(|t| t["model"] == "als").count();
+    assert_eq!(als_trials, 10, "the ALS grid is recorded");
+    let list = ok(dir.path(), &["models", "list"]);
+    assert!(list.contains("v1") && list.contains("best NDCG@10"), "{list}");
+    let shown: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["models", "show", "1"])).unwrap();
+    assert_eq!(shown, manifest);
+    assert!(!cascade(dir.path(), &["models", "show", "7"]).status.success());
+    // The bundle's model files load and describe the same catalogue.
+    let bundle = dir.path().join("data/registry/bundles/000001");
+    let items: Vec<String> = serde_json::from_slice(&std::fs::read(bundle.join("items.json")).unwrap()).unwrap();
+    let model = cascade_models::AnyModel::load_file(&bundle.join("als.model")).unwrap();
+    assert_eq!(cascade_models::Retriever::n_items(model.retriever()), items.len());
+}
+
+#[test]
+fn evaluate_split_files_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two taste groups; each user's last item is held out.
+    let (mut train, mut test) = (String::new(), String::new());
+    let mut ts = 0;
+    for u in 0..30 {
+        for j in 0..6 {
+            ts += 1;
+            let item = (u % 2) * 10 + (u + j) % 10;
+            let line = format!("{u}\t{item}\t5\t{ts}\n");
+            if j < 5 { train.push_str(&line) } else { test.push_str(&line) }
+        }
+    }
+    std::fs::write(dir.path().join("train.tsv"), train).unwrap();
+    std::fs::write(dir.path().join("test.tsv"), test).unwrap();
+    let out = ok(
+        dir.path(),
+        &["evaluate", "--train", "train.tsv", "--test", "test.tsv", "--models", "pop,itemknn", "--no-tune", "--json"],
+    );
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    for key in [
+        "model",
+        "params",
+        "ndcg_at_10",
+        "recall_at_10",
+        "hr_at_10",
+        "mrr_at_10",
+        "coverage_at_10",
+        "train_seconds",
+        "score_seconds",
+        "eval_users",
+    ] {
+        assert!(rows[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(rows[0]["eval_users"], 30);
+    assert!(rows[1]["ndcg_at_10"].as_f64().unwrap() > rows[0]["ndcg_at_10"].as_f64().unwrap());
+    let bad = cascade(dir.path(), &["evaluate", "--train", "train.tsv", "--test", "test.tsv", "--models", "svd"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model `svd`"));
 }

@@ -20,3 +20,4 @@
 //! ```
 
 pub mod candidates;
+pub mod training;

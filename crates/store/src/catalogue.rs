@@ -46,6 +46,11 @@ impl Catalogue {
         self.users.get(id).map(|(_, r)| r)
     }
 
+    /// Every live item, in no particular order.
+    pub fn items(&self) -> impl Iterator<Item = &ItemRecord> {
+        self.items.values().map(|(_, r)| r).filter(|r| !r.deleted)
+    }
+
     pub fn item_count(&self) -> usize {
         self.items.values().filter(|(_, r)| !r.deleted).count()
     }

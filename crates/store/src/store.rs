@@ -211,6 +211,13 @@ impl Store {
         self.catalogue.read().expect("poisoned").item(id).cloned()
     }
 
+    /// Every live item, sorted by id.
+    pub fn items(&self) -> Vec<ItemRecord> {
+        let mut items: Vec<ItemRecord> = self.catalogue.read().expect("poisoned").items().cloned().collect();
+        items.sort_by(|a, b| a.id.cmp(&b.id));
+        items
+    }
+
     pub fn user(&self, id: &str) -> Option<UserRecord> {
         self.catalogue.read().expect("poisoned").user(id).cloned()
     }

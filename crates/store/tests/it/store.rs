@@ -37,6 +37,7 @@ fn catalogue_keeps_latest_record_and_survives_restart() {
     assert_eq!(store.item("i1").unwrap().attributes[0].1, Value::String("Second".into()));
     assert!(store.item("i2").is_none());
     assert_eq!(store.catalogue_counts(), (1, 0));
+    assert_eq!(store.items().iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["i1"]);
 }
 
 #[test]

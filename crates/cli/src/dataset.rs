@@ -1,0 +1,45 @@
+//! Training data from a project's event log: implicit interactions and item attribute tokens.
+
+use crate::project::Project;
+use anyhow::Result;
+use cascade_core::{Record, Timestamp};
+use cascade_engine::training::{ItemTokens, attribute_tokens};
+use cascade_eval::Row;
+use cascade_registry::{DataHasher, DataInfo};
+
+/// Interactions read from the log, in log order, with their lineage.
+#[derive(Debug)]
+pub struct LogData {
+    pub rows: Vec<Row>,
+    pub tokens: ItemTokens,
+    pub info: DataInfo,
+}
+
+/// Reads every event whose type is listed in `[train] interactions` (its weight becomes the
+/// row's `rating`), and the attribute tokens of every live item.
+pub fn from_log(project: &Project) -> Result<LogData> {
+    let store = crate::open_store(project)?;
+    let weights = &project.config.train.interactions;
+    let mut rows = Vec::new();
+    let mut hasher = DataHasher::default();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for entry in store.read_from(store.log_stats()?.first_offset) {
+        let (_, record) = entry?;
+        let Record::Event(e) = record else { continue };
+        let (Some(weight), Some(user), Some(item)) = (weights.get(&e.event_type), e.user, e.item) else { continue };
+        hasher.row(&[user.as_bytes(), item.as_bytes(), &weight.to_le_bytes(), &e.ts.0.to_le_bytes()]);
+        first = first.min(e.ts.0);
+        last = last.max(e.ts.0);
+        rows.push(Row { user, item, rating: *weight, ts: e.ts.0 });
+    }
+    let tokens = store.items().into_iter().map(|i| (i.id.clone(), attribute_tokens(&i.attributes))).collect();
+    store.close()?;
+    let info = DataInfo {
+        source: format!("log:{}", project.data_dir().display()),
+        rows: hasher.rows(),
+        first_ts: (!rows.is_empty()).then(|| Timestamp(first).to_string()),
+        last_ts: (!rows.is_empty()).then(|| Timestamp(last).to_string()),
+        hash: hasher.finish(),
+    };
+    Ok(LogData { rows, tokens, info })
+}
