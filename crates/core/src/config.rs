@@ -41,6 +41,9 @@ pub struct Config {
     #[serde(default = "default_events")]
     pub events: BTreeMap<String, EventTypeConfig>,
     pub train: TrainConfig,
+    /// Feature views by name (`[features.<view>]`); none by default. See [`crate::features`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, crate::features::ViewConfig>,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             entities: EntitiesConfig::default(),
             events: default_events(),
             train: TrainConfig::default(),
+            features: BTreeMap::new(),
         }
     }
 }
@@ -276,7 +280,7 @@ fn default_events() -> BTreeMap<String, EventTypeConfig> {
     .collect()
 }
 
-mod duration_str {
+pub(crate) mod duration_str {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -373,11 +377,12 @@ impl Config {
                 }
             }
         }
+        crate::features::resolve(self)?;
         Ok(())
     }
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

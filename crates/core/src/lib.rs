@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod event;
+pub mod features;
 pub mod interactions;
 pub mod schema;
 pub mod time;
@@ -25,6 +26,7 @@ pub mod value;
 
 pub use config::{Config, ConfigError, FsyncPolicy};
 pub use event::{Event, ItemRecord, Record, UserRecord};
+pub use features::{ResolvedFeature, ResolvedView, ViewConfig};
 pub use interactions::{Csr, IdMap, Interactions};
 pub use schema::{FieldError, Schema};
 pub use time::Timestamp;

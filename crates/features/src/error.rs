@@ -1,0 +1,55 @@
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = FeatureError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    /// A definition in `cascade.toml` makes no sense; the message names the view or feature.
+    #[error(transparent)]
+    Definition(#[from] cascade_core::ConfigError),
+    #[error("unknown feature view `{0}`")]
+    UnknownView(String),
+    #[error("unknown feature `{view}:{feature}`")]
+    UnknownFeature { view: String, feature: String },
+    /// The request or label row lacks a part of the view's entity key.
+    #[error("view `{view}` is keyed by {key}; the request has no `{missing}`")]
+    MissingKey { view: String, key: String, missing: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A checkpoint that does not read back (bad checksum, unknown format version, truncated).
+    #[error("{}: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// The records handed in do not continue where the state left off.
+    #[error("log offset {got} does not follow the feature state (expected {expected})")]
+    OffsetGap { expected: u64, got: u64 },
+    #[error(transparent)]
+    Store(#[from] cascade_store::Error),
+}
+
+/// What a caller can do about an error; a server maps it to a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The definitions or the request are wrong.
+    Invalid,
+    NotFound,
+    /// Storage failed or the state does not match the log.
+    Internal,
+}
+
+impl FeatureError {
+    pub fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> FeatureError {
+        let path = path.as_ref().to_path_buf();
+        move |source| FeatureError::Io { path, source }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FeatureError::Definition(_) | FeatureError::MissingKey { .. } => ErrorKind::Invalid,
+            FeatureError::UnknownView(_) | FeatureError::UnknownFeature { .. } => ErrorKind::NotFound,
+            FeatureError::Io { .. }
+            | FeatureError::Corrupt { .. }
+            | FeatureError::OffsetGap { .. }
+            | FeatureError::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
