@@ -90,27 +90,12 @@ impl EncodedBatch {
     /// A batch of the records whose `keep` flag is set, in order.
     pub fn retain(self, keep: &[bool]) -> EncodedBatch {
         let mut out = EncodedBatch::default();
-        for (bytes, _) in records_of_framed(&self.bytes).zip(keep).filter(|(_, k)| **k) {
+        for ((bytes, _), _) in framed_records(&self.bytes).zip(keep).filter(|(_, k)| **k) {
             out.bytes.extend_from_slice(bytes);
             out.count += 1;
         }
         out
     }
-}
-
-/// Like [`records_of`], but each slice includes its length prefix.
-fn records_of_framed(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= bytes.len() {
-            return None;
-        }
-        let mut r = codec::Reader { buf: bytes, pos };
-        let len = r.varint().ok()? as usize;
-        let slice = bytes.get(pos..r.pos + len)?;
-        pos = r.pos + len;
-        Some(slice)
-    })
 }
 
 struct Group {
@@ -168,6 +153,11 @@ pub type CommitHook = Box<dyn FnMut(u64, u32, &[u8]) + Send>;
 
 /// Splits a frame's encoded records into one slice per record.
 pub fn records_of(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    framed_records(bytes).map(|(_, record)| record)
+}
+
+/// Splits `varint(len) record` sequences into (the whole entry with its prefix, the record).
+fn framed_records(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     let mut pos = 0;
     std::iter::from_fn(move || {
         if pos >= bytes.len() {
@@ -175,9 +165,10 @@ pub fn records_of(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
         }
         let mut r = codec::Reader { buf: bytes, pos };
         let len = r.varint().ok()? as usize;
-        let slice = bytes.get(r.pos..r.pos + len)?;
+        let record = bytes.get(r.pos..r.pos + len)?;
+        let entry = &bytes[pos..r.pos + len];
         pos = r.pos + len;
-        Some(slice)
+        Some((entry, record))
     })
 }
 
