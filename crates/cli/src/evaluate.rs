@@ -20,8 +20,11 @@ pub struct EvaluateArgs {
     #[arg(long, requires = "train")]
     test: Option<PathBuf>,
     /// Without --train/--test: hold out this share of the project's most recent interactions.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, conflicts_with = "cut")]
     test_fraction: f64,
+    /// Without --train/--test: train on interactions before this time (RFC 3339), test on the rest.
+    #[arg(long)]
+    cut: Option<String>,
     /// Comma-separated models: pop, itemknn, als, bpr, content [default: the project's, or all].
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
@@ -53,7 +56,14 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
             if data.rows.is_empty() {
                 bail!("no interactions in the event log (event types in [train] interactions)");
             }
-            let split = Split::temporal(data.rows, args.test_fraction)?;
+            let split = match &args.cut {
+                Some(cut) => {
+                    let cut = cascade_core::Timestamp::parse_rfc3339(cut).map_err(|e| anyhow::anyhow!("--cut: {e}"))?;
+                    let (train, test) = data.rows.into_iter().partition(|r| r.ts < cut.millis());
+                    Split::from_rows(train, test)
+                }
+                None => Split::temporal(data.rows, args.test_fraction)?,
+            };
             (split, true, Some(data.tokens), project.config.train.models)
         }
     };

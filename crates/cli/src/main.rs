@@ -1,6 +1,7 @@
 //! `cascade`: the one binary of the Cascade platform.
 
 mod bench;
+mod candidates;
 mod dataset;
 mod evaluate;
 mod generate;
@@ -64,6 +65,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate retrieval models offline: on split files, or on the project's event log.
     Evaluate(evaluate::EvaluateArgs),
+    /// Show the candidates a trained bundle generates for a user, with each source's rank and score.
+    Candidates(candidates::CandidatesArgs),
     /// List and inspect model bundles.
     #[command(subcommand)]
     Models(train::ModelsCommand),
@@ -103,6 +106,7 @@ fn main() -> Result<()> {
         Command::Generate(args) => generate::run(&Project::load(cli.config.as_deref())?, &args),
         Command::Train(args) => train::run(&Project::load(cli.config.as_deref())?, &args).map(drop),
         Command::Evaluate(args) => evaluate::run(cli.config.as_deref(), &args),
+        Command::Candidates(args) => candidates::run(&Project::load(cli.config.as_deref())?, &args),
         Command::Models(cmd) => train::models(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -2,8 +2,9 @@
 
 use crate::project::Project;
 use anyhow::{Result, bail};
-use cascade_engine::training::{self, ModelKind, matrix};
+use cascade_engine::training::{self, ItemTokens, ModelKind, matrix};
 use cascade_eval::Split;
+use cascade_models::{Persist as _, Popularity};
 use cascade_registry::{Manifest, ManifestDraft, ModelEntry, Registry, Trial};
 
 #[derive(Debug, clap::Args)]
@@ -102,7 +103,26 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         model.save(&mut bytes)?;
         let artifact = format!("{name}.model");
         bundle.add_artifact(&artifact, &bytes)?;
-        draft.models.push(ModelEntry { name: name.clone(), kind: name.clone(), params, artifacts: vec![artifact] });
+        let mut artifacts = vec![artifact];
+        if let cascade_models::AnyModel::Als(als) = &model {
+            // ALS candidates are served by nearest-neighbour search over the item factors.
+            let started = std::time::Instant::now();
+            let params = cascade_ann::Params::new(cascade_ann::Metric::InnerProduct);
+            let index = cascade_ann::Hnsw::build(als.item_factors(), als.factors(), &params)?;
+            let tmp = tempfile::NamedTempFile::new()?;
+            index.save(tmp.path())?;
+            bundle.add_artifact(cascade_engine::bundle::ALS_INDEX, &std::fs::read(tmp.path())?)?;
+            artifacts.push(cascade_engine::bundle::ALS_INDEX.to_string());
+            if !args.json {
+                eprintln!("als: HNSW index over {} items in {:.2}s", index.len(), started.elapsed().as_secs_f64());
+            }
+        }
+        draft.models.push(ModelEntry { name: name.clone(), kind: name.clone(), params, artifacts });
+    }
+    if train.models.iter().any(|m| m == "pop") {
+        let (entry, bytes) = trending(&full, &data.tokens)?;
+        bundle.add_artifact(&entry.artifacts[0], &bytes)?;
+        draft.models.push(entry);
     }
     // Index → id maps of the bundled models' rows and columns.
     bundle.add_artifact("users.json", &serde_json::to_vec(full.train().users.ids())?)?;
@@ -120,6 +140,43 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         println!("bundle v{} written to {}", manifest.version, registry.root().join("bundles").display());
     }
     Ok(manifest)
+}
+
+/// Days over which an interaction's weight halves in the `trending` model.
+const TRENDING_HALF_LIFE_DAYS: f64 = 7.0;
+
+/// Popularity decayed in event time (half-life [`TRENDING_HALF_LIFE_DAYS`], measured back from
+/// the newest interaction), with per-genre rankings from the items' `genres` attribute.
+fn trending(full: &Split, tokens: &ItemTokens) -> Result<(ModelEntry, Vec<u8>)> {
+    let train = full.train();
+    let rows: Vec<(u32, u32, i64)> = full
+        .train_rows()
+        .iter()
+        .filter_map(|r| Some((train.users.get(&r.user)?, train.items.get(&r.item)?, r.ts)))
+        .collect();
+    let now = rows.iter().map(|r| r.2).max().unwrap_or(0);
+    // Log timestamps are milliseconds.
+    let half_life = TRENDING_HALF_LIFE_DAYS * 86_400_000.0;
+    let mut genres = cascade_core::IdMap::new();
+    let segments: Vec<Vec<u32>> = train
+        .items
+        .ids()
+        .iter()
+        .map(|id| {
+            let item_tokens = tokens.get(id).map_or(&[][..], Vec::as_slice);
+            item_tokens.iter().filter_map(|(t, _)| t.strip_prefix("genres:")).map(|g| genres.get_or_insert(g)).collect()
+        })
+        .collect();
+    let model = Popularity::fit_decayed_rows(train.items.len(), &rows, now, half_life)?.with_segments(&segments)?;
+    let mut bytes = Vec::new();
+    model.save(&mut bytes)?;
+    let entry = ModelEntry {
+        name: "trending".into(),
+        kind: "popularity_decayed".into(),
+        params: serde_json::json!({"half_life_days": TRENDING_HALF_LIFE_DAYS, "segments": genres.ids()}),
+        artifacts: vec!["trending.model".into()],
+    };
+    Ok((entry, bytes))
 }
 
 pub fn models(project: &Project, cmd: &ModelsCommand) -> Result<()> {

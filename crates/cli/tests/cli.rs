@@ -146,7 +146,8 @@ fn train_bundles_models_with_lineage_and_metrics() {
     assert_eq!(manifest["data"]["hash"].as_str().unwrap().len(), 64);
     assert!(manifest["data"]["first_ts"].as_str().unwrap().starts_with("2024-01"));
     let names: Vec<&str> = manifest["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["pop", "itemknn", "als", "bpr", "content"]);
+    assert_eq!(names, ["pop", "itemknn", "als", "bpr", "content", "trending"]);
+    assert!(manifest["models"][2]["artifacts"].as_array().unwrap().iter().any(|a| a == "als.hnsw"));
     let ndcg = |m: &str| manifest["metrics"][m]["ndcg_at_10"].as_f64().unwrap();
     assert!(ndcg("als") > ndcg("pop"), "als {} vs pop {}", ndcg("als"), ndcg("pop"));
     assert!(ndcg("itemknn") > ndcg("pop"), "itemknn {} vs pop {}", ndcg("itemknn"), ndcg("pop"));
@@ -157,6 +158,22 @@ fn train_bundles_models_with_lineage_and_metrics() {
     let shown: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["models", "show", "1"])).unwrap();
     assert_eq!(shown, manifest);
     assert!(!cascade(dir.path(), &["models", "show", "7"]).status.success());
+    // Candidates for a user with history come from the warm sources, with attribution.
+    let c: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["candidates", "--user", "u3", "--n", "20", "--json"])).unwrap();
+    assert_eq!(c["cold"], false);
+    let sources: std::collections::HashSet<&str> =
+        c["candidates"].as_array().unwrap().iter().map(|x| x["source"].as_str().unwrap()).collect();
+    assert!(sources.contains("als") && sources.contains("itemknn"), "{sources:?}");
+    assert_eq!(c["candidates"].as_array().unwrap().len(), 20);
+    let cold: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["candidates", "--user", "stranger", "--json"])).unwrap();
+    assert_eq!(cold["cold"], true);
+    assert!(cold["candidates"].as_array().unwrap().iter().all(|x| x["source"] == "pop" || x["source"] == "trending"));
+    // Offline evaluation on the project's own log, cut by time.
+    let out =
+        ok(dir.path(), &["evaluate", "--cut", "2024-02-20T00:00:00Z", "--models", "pop,als", "--no-tune", "--json"]);
+    assert_eq!(out.lines().count(), 2);
     // The bundle's model files load and describe the same catalogue.
     let bundle = dir.path().join("data/registry/bundles/000001");
     let items: Vec<String> = serde_json::from_slice(&std::fs::read(bundle.join("items.json")).unwrap()).unwrap();

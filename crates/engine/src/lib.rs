@@ -19,5 +19,7 @@
 //! assert_eq!(out.iter().map(|c| c.item).collect::<Vec<_>>(), [1, 2]);
 //! ```
 
+pub mod bundle;
 pub mod candidates;
+pub mod sources;
 pub mod training;

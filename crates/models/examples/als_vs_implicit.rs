@@ -30,6 +30,8 @@ struct Args {
     reg: f32,
     alpha: f32,
     repeats: usize,
+    seed: u64,
+    cg_steps: usize,
     python: Option<String>,
 }
 
@@ -43,6 +45,8 @@ fn parse_args() -> Args {
         reg: 30.0,
         alpha: 1.0,
         repeats: 3,
+        seed: 42,
+        cg_steps: 3,
         python: Some(std::env::var("CASCADE_PYTHON").unwrap_or_else(|_| "/work/venv/bin/python".into())),
     };
     let mut it = std::env::args().skip(1);
@@ -60,6 +64,8 @@ fn parse_args() -> Args {
             "--reg" => a.reg = v.parse().expect("--reg"),
             "--alpha" => a.alpha = v.parse().expect("--alpha"),
             "--repeats" => a.repeats = v.parse().expect("--repeats"),
+            "--seed" => a.seed = v.parse().expect("--seed"),
+            "--cg-steps" => a.cg_steps = v.parse().expect("--cg-steps"),
             "--python" => a.python = Some(v),
             other => panic!("unknown flag {other}"),
         }
@@ -133,8 +139,8 @@ fn main() {
         regularization: a.reg,
         alpha: a.alpha,
         iterations: a.iterations,
-        cg_steps: 3,
-        seed: 42,
+        cg_steps: a.cg_steps,
+        seed: a.seed,
     };
     println!("params: {params:?}");
 

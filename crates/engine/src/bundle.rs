@@ -1,0 +1,94 @@
+//! A trained bundle loaded for serving: its models, id maps and ANN index, and the candidate
+//! generator built from them.
+
+use crate::candidates::{Generator, SourceSpec};
+use crate::sources::{AnnSource, RetrieverSource};
+use cascade_ann::Hnsw;
+use cascade_core::IdMap;
+use cascade_models::AnyModel;
+use cascade_registry::Bundle;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The artifact name of the ANN index over the ALS item factors.
+pub const ALS_INDEX: &str = "als.hnsw";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] cascade_registry::Error),
+    #[error(transparent)]
+    Model(#[from] cascade_models::Error),
+    #[error(transparent)]
+    Ann(#[from] cascade_ann::Error),
+    #[error("{artifact}: {message}")]
+    Artifact { artifact: String, message: String },
+}
+
+#[derive(Debug)]
+pub struct LoadedBundle {
+    pub version: u64,
+    pub users: IdMap,
+    pub items: IdMap,
+    pub models: BTreeMap<String, Arc<AnyModel>>,
+    pub als_index: Option<Arc<Hnsw>>,
+}
+
+fn id_map(bundle: &Bundle, name: &str) -> Result<IdMap, Error> {
+    let path = bundle.artifact(name)?;
+    let bad = |message: String| Error::Artifact { artifact: name.to_string(), message };
+    let bytes = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+    let ids: Vec<String> = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut map = IdMap::new();
+    for id in &ids {
+        map.get_or_insert(id);
+    }
+    if map.len() != ids.len() {
+        return Err(bad("duplicate ids".into()));
+    }
+    Ok(map)
+}
+
+impl LoadedBundle {
+    pub fn load(bundle: &Bundle) -> Result<LoadedBundle, Error> {
+        let mut models = BTreeMap::new();
+        for entry in &bundle.manifest.draft.models {
+            for artifact in entry.artifacts.iter().filter(|a| a.ends_with(".model")) {
+                let model = AnyModel::load_file(&bundle.artifact(artifact)?)?;
+                models.insert(entry.name.clone(), Arc::new(model));
+            }
+        }
+        let has_index = bundle.manifest.artifacts.iter().any(|a| a.name == ALS_INDEX);
+        let als_index = if has_index { Some(Arc::new(Hnsw::load(bundle.artifact(ALS_INDEX)?)?)) } else { None };
+        Ok(LoadedBundle {
+            version: bundle.manifest.version,
+            users: id_map(bundle, "users.json")?,
+            items: id_map(bundle, "items.json")?,
+            models,
+            als_index,
+        })
+    }
+
+    /// The default candidate generator: ALS through the ANN index and item-kNN for users with
+    /// history; popularity, trending (decayed popularity) and content-based for cold users.
+    /// `per_source` is each quota.
+    pub fn generator(&self, per_source: usize) -> Generator {
+        let mut sources = Vec::new();
+        if let (Some(als), Some(index)) = (self.models.get("als"), &self.als_index)
+            && let Some(source) = AnnSource::new("als", als.clone(), index.clone())
+        {
+            sources.push(SourceSpec::warm(Box::new(source), per_source));
+        }
+        for (name, warm) in [("itemknn", true), ("pop", false), ("trending", false), ("content", false)] {
+            if let Some(model) = self.models.get(name) {
+                let source = Box::new(RetrieverSource::new(name, model.clone()));
+                sources.push(if warm {
+                    SourceSpec::warm(source, per_source)
+                } else {
+                    SourceSpec::cold(source, per_source)
+                });
+            }
+        }
+        Generator::new(sources)
+    }
+}

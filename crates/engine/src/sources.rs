@@ -1,0 +1,108 @@
+//! Candidate sources backed by trained models.
+
+use crate::candidates::{CandidateSource, Request};
+use cascade_ann::{Filter, Hnsw, IdSet};
+use cascade_models::{Als, AnyModel, top_k};
+use std::sync::Arc;
+
+/// Any [`Retriever`] as a source: scores the whole catalogue, then takes the top `n`.
+/// Right for popularity, content-based and item-kNN, whose scoring is cheap.
+#[derive(Debug)]
+pub struct RetrieverSource {
+    name: String,
+    model: Arc<AnyModel>,
+    /// Factor models know nothing useful about users they were not trained on.
+    needs_user: bool,
+    /// Models that score from the history (item-kNN, content) have nothing to say without one.
+    needs_history: bool,
+}
+
+impl RetrieverSource {
+    pub fn new(name: impl Into<String>, model: Arc<AnyModel>) -> Self {
+        let needs_user = matches!(*model, AnyModel::Als(_) | AnyModel::Bpr(_));
+        let needs_history = matches!(*model, AnyModel::ItemKnn(_) | AnyModel::Content(_));
+        RetrieverSource { name: name.into(), model, needs_user, needs_history }
+    }
+}
+
+impl CandidateSource for RetrieverSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn candidates(&self, request: &Request<'_>, n: usize) -> Vec<(u32, f32)> {
+        if (self.needs_user && request.user.is_none()) || (self.needs_history && request.history.is_empty()) {
+            return Vec::new();
+        }
+        let retriever = self.model.retriever();
+        let mut scores = vec![0f32; retriever.n_items()];
+        let ones = vec![1f32; request.history.len()];
+        retriever.score_user(request.user.unwrap_or(u32::MAX), (request.history, &ones), &mut scores);
+        top_k(&scores, n, request.history).into_iter().filter(|(item, _)| !request.excludes(*item)).take(n).collect()
+    }
+}
+
+/// ALS user vectors searched in an HNSW index over the item factors (inner product).
+/// Users unknown to the model are folded in from their history.
+#[derive(Debug)]
+pub struct AnnSource {
+    name: String,
+    als: Arc<AnyModel>,
+    index: Arc<Hnsw>,
+    /// Search breadth; at least `n`.
+    pub ef: usize,
+}
+
+impl AnnSource {
+    pub fn new(name: impl Into<String>, als: Arc<AnyModel>, index: Arc<Hnsw>) -> Option<Self> {
+        matches!(*als, AnyModel::Als(_)).then(|| AnnSource { name: name.into(), als, index, ef: 128 })
+    }
+
+    fn als(&self) -> &Als {
+        match &*self.als {
+            AnyModel::Als(a) => a,
+            _ => unreachable!("checked in new"),
+        }
+    }
+}
+
+impl CandidateSource for AnnSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn candidates(&self, request: &Request<'_>, n: usize) -> Vec<(u32, f32)> {
+        let als = self.als();
+        let query = match request.user {
+            Some(u) if (u as usize) < als.n_users() => als.user_vector(u).to_vec(),
+            _ if !request.history.is_empty() => als.fold_in((request.history, &vec![1f32; request.history.len()])),
+            _ => return Vec::new(),
+        };
+        let seen: IdSet = request.history.iter().copied().collect();
+        let blocked = |item: u32| !request.excludes(item);
+        let filter = Filter::new().exclude(&seen).predicate(&blocked);
+        self.index.search(&query, n, self.ef.max(n), &filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_core::Csr;
+    use cascade_models::{ContentBased, ContentParams, Popularity};
+
+    #[test]
+    fn history_based_sources_stay_silent_without_history() {
+        let tokens: Vec<Vec<(String, f32)>> = (0..4).map(|i| vec![(format!("g{}", i % 2), 1.0)]).collect();
+        let content = Arc::new(AnyModel::Content(ContentBased::fit(&tokens, &ContentParams::default()).unwrap()));
+        let source = RetrieverSource::new("content", content);
+        assert!(source.candidates(&Request::new(None, &[], &[]), 3).is_empty());
+        // Same genre as the history first, the history itself and excluded items never.
+        let got = source.candidates(&Request::new(None, &[0], &[1]), 3);
+        assert_eq!(got[0].0, 2);
+        assert!(got.iter().all(|(i, _)| *i != 0 && *i != 1));
+        let m = Csr::from_triplets(2, 4, vec![(0, 3, 1.0), (1, 3, 1.0), (1, 2, 1.0)]);
+        let pop = RetrieverSource::new("pop", Arc::new(AnyModel::Popularity(Popularity::fit(&m))));
+        assert_eq!(pop.candidates(&Request::new(None, &[], &[]), 2).iter().map(|c| c.0).collect::<Vec<_>>(), [3, 2]);
+    }
+}
