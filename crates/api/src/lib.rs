@@ -30,6 +30,13 @@ pub enum ErrorCode {
     UserNotFound,
     /// The event log cannot take writes (a disk failure); retry on another replica or later.
     StoreUnavailable,
+    /// A requested feature or view is not defined; `details` names each one (`features[i]`).
+    UnknownFeature,
+    /// A `POST /v1/features` body is well-formed JSON but not a valid request (no entities, no
+    /// features, an entity lacking a key part a requested view needs); `details` names the field.
+    InvalidFeatureRequest,
+    /// The online feature store (Redis) cannot be reached; retry later.
+    FeatureStoreUnavailable,
     Internal,
 }
 
@@ -155,6 +162,80 @@ pub struct User {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+}
+
+/// Body of `POST /v1/features`: the features to read for each entity, as of now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"entities": [{"user": "u1", "fields": {"device": "d7"}}], "features": ["user_tx:tx_1h", "user_tx:amount_24h"]}))]
+pub struct FeaturesRequest {
+    /// The entities to read features for (at least one, at most
+    /// `features_store.max_entities_per_request`).
+    pub entities: Vec<EntityIn>,
+    /// Features as `view:feature`, or `view` for every feature of a view, in the order the
+    /// response returns them.
+    pub features: Vec<String>,
+}
+
+/// One entity of a feature read: the parts of the views' keys and the request context.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityIn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// Other key parts (`device`, `card`) and request context, by name: strings, numbers, booleans.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub fields: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where a served value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureStatus {
+    /// Computed from the entity's records, younger than the feature's TTL.
+    Present,
+    /// The entity is known but the feature has no value (e.g. an empty window of a mean); the
+    /// declared default is served.
+    Default,
+    /// The newest record behind the value is older than the TTL; the default is served.
+    StaleOutsideTtl,
+    /// The entity is unknown to the view (never seen, or expired); the default is served.
+    NotFound,
+}
+
+/// One feature of one entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FeatureValueOut {
+    /// The value, or the declared default unless `status` is `present` (`null`: no default).
+    #[schema(value_type = Object, nullable)]
+    pub value: serde_json::Value,
+    pub status: FeatureStatus,
+    /// Event time (RFC 3339) of the newest record behind the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<String>,
+    /// How old that record was at the read, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
+}
+
+/// The features of one entity, in the response's `features` order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EntityFeatures {
+    pub values: Vec<FeatureValueOut>,
+}
+
+/// The answer to `POST /v1/features`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FeaturesResponse {
+    /// The features served, as `view:feature` (a requested view expanded to its features).
+    pub features: Vec<String>,
+    /// One entry per requested entity, in request order.
+    pub results: Vec<EntityFeatures>,
+    /// The instant read (RFC 3339); a view answers as of its newest record if that is later.
+    pub as_of: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -4,6 +4,7 @@ mod bench;
 mod candidates;
 mod dataset;
 mod evaluate;
+mod features;
 mod generate;
 mod import;
 mod load;
@@ -70,6 +71,9 @@ enum Command {
     /// List and inspect model bundles.
     #[command(subcommand)]
     Models(train::ModelsCommand),
+    /// Feature store: point-in-time training sets (Parquet), offline export, audit of served vectors.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
     /// init → generate (or import MovieLens) → train → serve, printing each step.
     Quickstart(quickstart::QuickstartArgs),
     /// Benchmarks that print Cascade's figures beside a baseline measured in the same run.
@@ -108,6 +112,7 @@ fn main() -> Result<()> {
         Command::Evaluate(args) => evaluate::run(cli.config.as_deref(), &args),
         Command::Candidates(args) => candidates::run(&Project::load(cli.config.as_deref())?, &args),
         Command::Models(cmd) => train::models(&Project::load(cli.config.as_deref())?, &cmd),
+        Command::Features(cmd) => features::run(cli.config.as_deref(), &cmd),
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Config => {

@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default = "default_events")]
     pub events: BTreeMap<String, EventTypeConfig>,
     pub train: TrainConfig,
+    /// Where online feature state lives and how it is served (`[features_store]`).
+    pub features_store: FeaturesStoreConfig,
     /// Feature views by name (`[features.<view>]`); none by default. See [`crate::features`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, crate::features::ViewConfig>,
@@ -56,6 +58,7 @@ impl Default for Config {
             entities: EntitiesConfig::default(),
             events: default_events(),
             train: TrainConfig::default(),
+            features_store: FeaturesStoreConfig::default(),
             features: BTreeMap::new(),
         }
     }
@@ -82,6 +85,51 @@ impl Default for TrainConfig {
                 .collect(),
             validation_fraction: 0.1,
             models: ["pop", "itemknn", "als", "bpr", "content"].into_iter().map(String::from).collect(),
+        }
+    }
+}
+
+/// Which online store keeps the feature state that `cascade serve` updates from the log and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeaturesBackend {
+    /// In the server process, checkpointed to `data_dir/features.checkpoint` with its log offset.
+    Embedded,
+    /// Per-entity aggregation state in Redis (windows still evaluated at read time).
+    Redis,
+}
+
+/// `[features_store]`: the online feature store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesStoreConfig {
+    pub backend: FeaturesBackend,
+    /// Used with `backend = "redis"`.
+    pub redis_url: String,
+    /// Every Redis key of this project starts with it; one writer (server) per prefix.
+    pub redis_prefix: String,
+    /// How often the server looks for new log records to apply.
+    pub poll_interval_ms: u64,
+    /// How often the embedded state is checkpointed (and expired keys swept, both backends).
+    #[serde(with = "duration_str")]
+    pub checkpoint_interval: Duration,
+    /// Most entities one `POST /v1/features` may ask for; more get 413.
+    pub max_entities_per_request: usize,
+    /// Share of `POST /v1/features` requests whose served vectors are logged to
+    /// `data_dir/feature_vectors.ndjson` for `cascade features audit` (0 = off, 1 = all).
+    pub vector_log_sample_rate: f64,
+}
+
+impl Default for FeaturesStoreConfig {
+    fn default() -> Self {
+        FeaturesStoreConfig {
+            backend: FeaturesBackend::Embedded,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "cascade".into(),
+            poll_interval_ms: 50,
+            checkpoint_interval: Duration::from_secs(30),
+            max_entities_per_request: 1000,
+            vector_log_sample_rate: 0.0,
         }
     }
 }
@@ -377,6 +425,29 @@ impl Config {
                 }
             }
         }
+        let fs = &self.features_store;
+        if fs.poll_interval_ms == 0 {
+            return invalid("features_store.poll_interval_ms".into(), "must be at least 1");
+        }
+        if fs.checkpoint_interval.is_zero() {
+            return invalid("features_store.checkpoint_interval".into(), "must be positive, e.g. \"30s\"");
+        }
+        if fs.max_entities_per_request == 0 {
+            return invalid("features_store.max_entities_per_request".into(), "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&fs.vector_log_sample_rate) {
+            return invalid("features_store.vector_log_sample_rate".into(), "must be in [0, 1]");
+        }
+        if fs.redis_prefix.is_empty()
+            || !fs.redis_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
+            return invalid("features_store.redis_prefix".into(), "letters, digits and _ - . : only, not empty");
+        }
+        if fs.backend == FeaturesBackend::Redis
+            && !(fs.redis_url.starts_with("redis://") || fs.redis_url.starts_with("unix://"))
+        {
+            return invalid("features_store.redis_url".into(), "must start with redis:// or unix://");
+        }
         crate::features::resolve(self)?;
         Ok(())
     }
@@ -473,5 +544,20 @@ mod tests {
         assert!(err.contains("events.Listen"), "{err}");
         let err = Config::from_toml("[train]\ninteractions = { teleport = 1.0 }\n", "f").unwrap_err().to_string();
         assert!(err.contains("train.interactions.teleport"), "{err}");
+    }
+
+    #[test]
+    fn features_store_section() {
+        let c =
+            Config::from_toml("[features_store]\nbackend = \"redis\"\nredis_url = \"redis://10.0.0.1:6380\"\n", "f")
+                .unwrap();
+        assert_eq!(c.features_store.backend, FeaturesBackend::Redis);
+        assert_eq!(c.features_store.redis_url, "redis://10.0.0.1:6380");
+        let err = Config::from_toml("[features_store]\nbackend = \"memcached\"\n", "f").unwrap_err().to_string();
+        assert!(err.contains("memcached") && err.contains("line 2"), "{err}");
+        let err = Config::from_toml("[features_store]\nredis_prefix = \"a b\"\n", "f").unwrap_err().to_string();
+        assert!(err.contains("features_store.redis_prefix"), "{err}");
+        let env = [("CASCADE__FEATURES_STORE__BACKEND".to_string(), "redis".to_string())];
+        assert_eq!(Config::load("", "f", env).unwrap().features_store.backend, FeaturesBackend::Redis);
     }
 }

@@ -104,6 +104,68 @@ pub(crate) fn decode(buf: &[u8], defs: &[ResolvedView]) -> Result<Vec<ViewState>
     Ok(views)
 }
 
+/// Format version of one key's state and of the meta record as the Redis backend stores them.
+pub(crate) const STATE_VERSION: u8 = 1;
+
+/// One key's state on its own (the Redis backend's value): version byte, newest session,
+/// earlier sessions u32, each earlier session. No checksum: Redis is trusted storage.
+pub(crate) fn encode_state(s: &EntityState) -> Vec<u8> {
+    let mut w = Vec::with_capacity(64);
+    w.push(STATE_VERSION);
+    put_session(&mut w, &s.newest);
+    put_u32(&mut w, s.older.len() as u32);
+    for older in &s.older {
+        put_session(&mut w, older);
+    }
+    w
+}
+
+pub(crate) fn decode_state(buf: &[u8], def: &ResolvedView) -> Result<EntityState, String> {
+    match buf.first() {
+        Some(&STATE_VERSION) => {}
+        Some(v) => return Err(format!("state format version {v}, this build reads {STATE_VERSION}")),
+        None => return Err("empty state".into()),
+    }
+    let mut r = Reader { buf, pos: 1 };
+    let newest = r.session(def)?;
+    let n = r.len(16)?;
+    let older = (0..n).map(|_| r.session(def)).collect::<Result<_, _>>()?;
+    if r.pos != buf.len() {
+        return Err("trailing bytes".into());
+    }
+    Ok(EntityState { newest, older })
+}
+
+/// What the Redis backend keeps beside the states: the definitions' fingerprint, the next log
+/// offset and every view's admission, written in the same transaction as the states.
+pub(crate) fn encode_meta(fingerprint: u32, next_offset: u64, admissions: &[Admission]) -> Vec<u8> {
+    let mut w = Vec::with_capacity(17 + admissions.len() * 24);
+    w.push(STATE_VERSION);
+    put_u32(&mut w, fingerprint);
+    put_u64(&mut w, next_offset);
+    put_u32(&mut w, admissions.len() as u32);
+    for a in admissions {
+        put_i64(&mut w, a.watermark);
+        put_u64(&mut w, a.late_dropped);
+        put_u64(&mut w, a.missing_key);
+    }
+    w
+}
+
+pub(crate) fn decode_meta(buf: &[u8]) -> Result<(u32, u64, Vec<Admission>), String> {
+    if buf.first() != Some(&STATE_VERSION) {
+        return Err("unknown feature meta format".into());
+    }
+    let mut r = Reader { buf, pos: 1 };
+    let fingerprint = r.u32()?;
+    let next_offset = r.u64()?;
+    let n = r.len(24)?;
+    let admissions = (0..n)
+        .map(|_| Ok(Admission { watermark: r.i64()?, late_dropped: r.u64()?, missing_key: r.u64()? }))
+        .collect::<Result<_, String>>()?;
+    Ok((fingerprint, next_offset, admissions))
+}
+
 fn put_u32(w: &mut Vec<u8>, v: u32) {
     w.extend_from_slice(&v.to_le_bytes());
 }

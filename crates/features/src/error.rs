@@ -14,6 +14,12 @@ pub enum FeatureError {
     /// The request or label row lacks a part of the view's entity key.
     #[error("view `{view}` is keyed by {key}; the request has no `{missing}`")]
     MissingKey { view: String, key: String, missing: String },
+    /// Row `row` of a batch read lacks a part of the view's entity key.
+    #[error("entities[{row}]: view `{view}` is keyed by {key}; this entity has no `{missing}`")]
+    RowMissingKey { row: usize, view: String, key: String, missing: String },
+    /// The Redis backend could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     /// A checkpoint that does not read back (bad checksum, unknown format version, truncated).
@@ -32,6 +38,8 @@ pub enum ErrorKind {
     /// The definitions or the request are wrong.
     Invalid,
     NotFound,
+    /// The backing store (Redis) cannot be reached; retry later.
+    Unavailable,
     /// Storage failed or the state does not match the log.
     Internal,
 }
@@ -44,7 +52,13 @@ impl FeatureError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            FeatureError::Definition(_) | FeatureError::MissingKey { .. } => ErrorKind::Invalid,
+            FeatureError::Definition(_) | FeatureError::MissingKey { .. } | FeatureError::RowMissingKey { .. } => {
+                ErrorKind::Invalid
+            }
+            FeatureError::Redis(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                ErrorKind::Unavailable
+            }
+            FeatureError::Redis(_) => ErrorKind::Internal,
             FeatureError::UnknownView(_) | FeatureError::UnknownFeature { .. } => ErrorKind::NotFound,
             FeatureError::Io { .. }
             | FeatureError::Corrupt { .. }

@@ -8,6 +8,11 @@
 //!   [`Engine::read`] a view's features for a key as of an instant.
 //! - [`OnlineEngine`] — an `Engine` fed from the event log in offset order and checkpointed
 //!   together with the offset it reflects, so it resumes exactly after a crash.
+//! - [`OnlineStore`] — where serving keeps that state: embedded (the `OnlineEngine` in process)
+//!   or Redis (each key's aggregation state in Redis, windows still evaluated at read time); a
+//!   batch read of any features for any entities is one Redis round trip.
+//! - [`audit`] — served vectors (logged with the log offset their state reflected) recomputed by
+//!   replaying that prefix of the log; any difference is skew and is reported.
 //! - [`training_set`] — label rows joined point-in-time by replaying the log through the same
 //!   state code (`state::EntityState::apply` is the only place state changes).
 //!
@@ -127,20 +132,24 @@
 //! assert_eq!(rows.rows[0].values[0].value, Some(Value::Int(1)));
 //! ```
 
+mod audit;
 mod codec;
 mod def;
 mod engine;
 mod error;
 mod key;
 mod online;
+mod online_store;
 mod replay;
 mod state;
 
+pub use audit::{AuditReport, LoggedValue, LoggedVector, Mismatch, audit, context_value};
 pub use def::{Column, FeatureSet, Selection};
 pub use engine::{Engine, ViewStats};
 pub use error::{ErrorKind, FeatureError, Result};
 pub use key::{Entities, EntityKey};
 pub use online::{CHECKPOINT_FILE, OnlineEngine};
+pub use online_store::{OnlineStore, Served};
 pub use replay::{LabelRow, TrainingRow, TrainingSet, training_set};
 
 use cascade_core::{Timestamp, Value};

@@ -63,6 +63,13 @@ impl OnlineEngine {
         self.next_offset
     }
 
+    /// Forgets all state and starts again from offset 0 (the checkpoint file is left alone until
+    /// the next [`OnlineEngine::checkpoint`]).
+    pub fn reset(&mut self) {
+        self.engine = Engine::new(self.engine.features().clone());
+        self.next_offset = 0;
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -26,13 +26,16 @@ impl ApiError {
 /// Every code has exactly one status; no wildcard, so a new code forces a decision here.
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::MalformedJson | ErrorCode::InvalidEvents | ErrorCode::InvalidItem | ErrorCode::InvalidUser => {
-            StatusCode::BAD_REQUEST
-        }
+        ErrorCode::MalformedJson
+        | ErrorCode::InvalidEvents
+        | ErrorCode::InvalidItem
+        | ErrorCode::InvalidUser
+        | ErrorCode::UnknownFeature
+        | ErrorCode::InvalidFeatureRequest => StatusCode::BAD_REQUEST,
         ErrorCode::BatchTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::ItemNotFound | ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::StoreUnavailable | ErrorCode::FeatureStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1,14 +1,16 @@
-//! Cascade's HTTP server: event ingestion, the catalogue, health and metrics.
+//! Cascade's HTTP server: event ingestion, the catalogue, online features, health and metrics.
 //!
 //! Handlers follow one shape: parse and validate the body, one store call, convert back. Only this
 //! crate knows HTTP; the wire types live in `cascade-api`.
 
 mod catalogue;
 mod error;
+mod features;
 mod ingest;
 mod ops;
 
 pub use error::ApiError;
+pub use features::{Features, VECTOR_LOG_FILE};
 pub use ops::metrics_handle;
 
 use axum::Router;
@@ -38,6 +40,7 @@ pub struct AppState {
     schema: Arc<Schema>,
     limits: Limits,
     metrics: PrometheusHandle,
+    features: Arc<Features>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,7 +50,7 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Arc<Store>) -> AppState {
+    pub fn new(config: &Config, store: Arc<Store>, features: Arc<Features>) -> AppState {
         AppState {
             store,
             schema: Arc::new(Schema::from_config(config)),
@@ -56,6 +59,7 @@ impl AppState {
                 max_body_bytes: config.server.max_body_bytes,
             },
             metrics: metrics_handle(),
+            features,
         }
     }
 }
@@ -65,12 +69,14 @@ impl AppState {
     info(title = "Cascade", description = "Real-time recommendation and decisioning platform"),
     paths(
         ingest::post_events,
+        features::post_features,
         catalogue::put_item, catalogue::get_item, catalogue::put_user, catalogue::get_user,
         ops::live, ops::ready, ops::metrics,
     ),
     tags(
         (name = "events", description = "Event ingestion"),
         (name = "catalogue", description = "Items and users"),
+        (name = "features", description = "Online feature values"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -87,6 +93,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     Router::new()
         .route("/v1/events", post(ingest::post_events))
+        .route("/v1/features", post(features::post_features))
         .route("/v1/items/{id}", get(catalogue::get_item).put(catalogue::put_item))
         .route("/v1/users/{id}", get(catalogue::get_user).put(catalogue::put_user))
         .route("/v2/health/live", get(ops::live))
@@ -98,15 +105,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests, flushes and syncs the log
-/// and writes the catalogue snapshot.
+/// Serves until `shutdown` resolves, then drains in-flight requests, checkpoints the feature
+/// state, flushes and syncs the log and writes the catalogue snapshot.
+///
+/// The online feature store (`[features_store]`) is opened first and kept up with the log by a
+/// background task; a Redis backend that cannot be reached is an error here.
 pub async fn run(
     config: &Config,
     store: Arc<Store>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(AppState::new(config, store.clone()));
+    let set = cascade_features::FeatureSet::from_config(config).map_err(std::io::Error::other)?;
+    let online = Arc::new(
+        cascade_features::OnlineStore::open(&config.features_store, store.dir(), set)
+            .await
+            .map_err(|e| std::io::Error::other(format!("opening the feature store: {e}")))?,
+    );
+    let features = Arc::new(Features::new(
+        online.clone(),
+        config.features_store.max_entities_per_request,
+        config.features_store.vector_log_sample_rate,
+    ));
+    let vector_log = features.open_vector_log(store.dir().join(VECTOR_LOG_FILE));
+    let tail = tokio::spawn(features::tail(
+        store.clone(),
+        features.clone(),
+        Duration::from_millis(config.features_store.poll_interval_ms),
+        config.features_store.checkpoint_interval,
+    ));
+    let app = router(AppState::new(config, store.clone(), features.clone()));
     let maintenance = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -121,8 +149,16 @@ pub async fn run(
             }
         })
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     maintenance.abort();
+    tail.abort();
+    let _ = tail.await;
+    features::checkpoint_now(&store, &online).await;
+    features.close_vector_log();
+    if let Some(writer) = vector_log {
+        let _ = writer.await;
+    }
+    served?;
     tracing::info!("shutting down: flushing the event log");
     tokio::task::spawn_blocking(move || store.close())
         .await

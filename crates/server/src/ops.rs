@@ -15,6 +15,10 @@ use std::time::Instant;
 const LATENCY_BUCKETS: &[f64] =
     &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// Feature value ages in seconds, from 100 ms to 30 days.
+const AGE_BUCKETS: &[f64] =
+    &[0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 86400.0, 7.0 * 86400.0, 30.0 * 86400.0];
+
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -22,6 +26,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are non-empty")
+                .set_buckets_for_metric(Matcher::Full("cascade_feature_value_age_seconds".into()), AGE_BUCKETS)
                 .expect("buckets are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed")
@@ -74,6 +80,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("cascade_log_first_offset").set(stats.first_offset as f64);
         metrics::gauge!("cascade_log_next_offset").set(stats.next_offset as f64);
     }
+    if let Ok(stats) = state.store.log_stats() {
+        state.features.record_lag(stats.next_offset);
+    }
+    metrics::gauge!("cascade_feature_store_next_offset").set(state.features.store.next_offset() as f64);
     let (items, users) = state.store.catalogue_counts();
     metrics::gauge!("cascade_catalogue_items").set(items as f64);
     metrics::gauge!("cascade_catalogue_users").set(users as f64);

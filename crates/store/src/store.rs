@@ -71,6 +71,9 @@ pub struct Store {
     catalogue: Arc<RwLock<Catalogue>>,
     /// The `applied_through` of the last snapshot written; retention keeps everything above it.
     snapshot_offset: Mutex<u64>,
+    /// Offsets from which named consumers of the log (the feature state's checkpoint) still need
+    /// it to recover; retention deletes nothing at or above the lowest.
+    consumer_floors: Mutex<HashMap<String, u64>>,
     options: StoreOptions,
 }
 
@@ -131,6 +134,7 @@ impl Store {
             dedupe: Mutex::new(dedupe),
             catalogue,
             snapshot_offset: Mutex::new(snapshot_offset),
+            consumer_floors: Mutex::new(HashMap::new()),
             options,
         })
     }
@@ -242,7 +246,14 @@ impl Store {
         self.log.failure()
     }
 
-    /// Snapshots the catalogue and applies retention. Run it periodically and at shutdown.
+    /// Tells retention that `consumer` needs the log from `offset` on (e.g. the offset of the
+    /// feature state's latest checkpoint); a later call replaces the consumer's floor.
+    pub fn retain_from(&self, consumer: &str, offset: u64) {
+        self.consumer_floors.lock().expect("poisoned").insert(consumer.to_string(), offset);
+    }
+
+    /// Snapshots the catalogue and applies retention, never deleting a record the latest snapshot
+    /// or a consumer ([`Store::retain_from`]) still needs. Run it periodically and at shutdown.
     pub fn maintain(&self) -> Result<()> {
         let snapshot = self.catalogue.read().expect("poisoned").clone();
         let floor = snapshot.applied_through;
@@ -251,7 +262,9 @@ impl Store {
             snapshot.save(&self.dir)?;
             *last = floor;
         }
-        let deleted = self.log.apply_retention(*last, self.options.retention, self.options.retention_bytes)?;
+        let consumers = self.consumer_floors.lock().expect("poisoned").values().copied().min();
+        let floor = consumers.map_or(*last, |c| c.min(*last));
+        let deleted = self.log.apply_retention(floor, self.options.retention, self.options.retention_bytes)?;
         if deleted > 0 {
             let first = self.log.first_offset();
             self.dedupe.lock().expect("poisoned").seen.retain(|_, offset| *offset >= first);

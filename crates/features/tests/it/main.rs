@@ -1,9 +1,11 @@
 //! Integration tests of the feature engine: behaviour of each aggregation, checkpoints, crash
-//! recovery with a real SIGKILL, and property tests of the replay against a brute-force oracle.
+//! recovery with a real SIGKILL, property tests of the replay against a brute-force oracle, and the
+//! online store suite run against both backends.
 
 mod behaviour;
 mod checkpoint;
 mod crash;
+mod online_store;
 mod oracle;
 
 use cascade_core::{Config, Event, ItemRecord, Record, Timestamp, Value};

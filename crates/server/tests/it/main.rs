@@ -1,6 +1,8 @@
-//! The server against a real listener: ingestion, validation, limits, catalogue, operations.
+//! The server against a real listener: ingestion, validation, limits, catalogue, features,
+//! operations.
 
 mod catalogue;
+mod features;
 mod ingest;
 mod ops;
 

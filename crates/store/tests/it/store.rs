@@ -63,6 +63,26 @@ fn snapshot_preserves_catalogue_when_retention_deletes_segments() {
     assert_eq!(store.append_blocking(&[event(Some("e299"), 0)]).unwrap(), [Outcome::Duplicate(300)]);
 }
 
+#[test]
+fn retention_keeps_what_a_consumer_still_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions { retention_bytes: 1, ..StoreOptions::default() };
+    options.log.segment_bytes = 4096;
+    let store = Store::open(dir.path(), options).unwrap();
+    for i in 0..300 {
+        store.append_blocking(&[event(Some(&format!("e{i}")), i)]).unwrap();
+    }
+    store.retain_from("features", 120);
+    store.maintain().unwrap();
+    let first = store.log_stats().unwrap().first_offset;
+    assert!(first > 0 && first <= 120, "retention deleted up to the consumer's floor only: first = {first}");
+    assert_eq!(store.read_from(120).next().unwrap().unwrap().0, 120);
+    // The consumer moves on; retention follows.
+    store.retain_from("features", 300);
+    store.maintain().unwrap();
+    assert!(store.log_stats().unwrap().first_offset > 120);
+}
+
 #[tokio::test]
 async fn async_append_and_concurrent_duplicates() {
     let dir = tempfile::tempdir().unwrap();

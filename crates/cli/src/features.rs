@@ -1,0 +1,787 @@
+//! `cascade features ...`: point-in-time training sets from the event log, written as Parquet.
+
+use crate::project::Project;
+use anyhow::{Context, Result, bail};
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use cascade_core::{FieldType, Record, Timestamp, Value};
+use cascade_features::{Entities, FeatureSet, LabelRow, Status, TrainingSet, training_set};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FeaturesCommand {
+    /// Build a point-in-time correct training set by replaying the event log through the same
+    /// aggregation code as serving, and write it as Parquet: one row per label row, each feature
+    /// computed from events strictly before the row's time.
+    TrainingSet(TrainingSetArgs),
+    /// Land the log's events in the offline store: Parquet files partitioned by UTC day under
+    /// DATA_DIR/offline/events/day=YYYY-MM-DD/, incrementally from where the last export stopped.
+    Export(ExportArgs),
+    /// Recompute the served feature vectors that `cascade serve` logged
+    /// (features_store.vector_log_sample_rate) by replaying exactly the log prefix each one's
+    /// state reflected, and report every value that differs. Exits non-zero on any mismatch.
+    Audit(AuditArgs),
+    /// Benchmark the online store: update throughput and the latency of reading 50 features for
+    /// 1 entity and for a ranker's batch of 500, embedded and Redis, on a synthetic log.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 10_000)]
+    users: u64,
+    #[arg(long, default_value_t = 5_000)]
+    items: u64,
+    /// Events of the synthetic log (spread over 7 days).
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Timed reads per case.
+    #[arg(long, default_value_t = 2_000)]
+    reads: usize,
+    /// Redis for the Redis backend (a unique key prefix is used and deleted afterwards).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Embedded only.
+    #[arg(long)]
+    no_redis: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The served-vector log [default: DATA_DIR/feature_vectors.ndjson].
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Mismatches to print in full.
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Then merge each day's files into one (rows in event-time order).
+    #[arg(long)]
+    compact: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("labels_from").required(true).args(["labels", "label_event"]))]
+pub struct TrainingSetArgs {
+    /// CSV of label rows with a header: `ts` (RFC 3339 or integer milliseconds), optional `user`,
+    /// `item` and `label`, and any other columns as key parts or request context (`device`, ...).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Use every event of this type in the log as a label row at its time (its user, item and
+    /// fields as the entities).
+    #[arg(long)]
+    label_event: Option<String>,
+    /// With --label-event: the event field to use as the label (default: the label is `true`).
+    #[arg(long, requires = "label_event")]
+    label_field: Option<String>,
+    /// Features as `view:feature` or `view` (comma-separated; default: every feature).
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// The Parquet file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(config: Option<&Path>, cmd: &FeaturesCommand) -> Result<()> {
+    if let FeaturesCommand::Bench(args) = cmd {
+        return bench::run(args);
+    }
+    let project = &Project::load(config)?;
+    match cmd {
+        FeaturesCommand::TrainingSet(args) => training_set_cmd(project, args),
+        FeaturesCommand::Audit(args) => audit_cmd(project, args),
+        FeaturesCommand::Bench(_) => unreachable!("handled above"),
+        FeaturesCommand::Export(args) => {
+            let root = project.data_dir().join("offline").join("events");
+            let store = crate::open_store(project)?;
+            let (rows, files) = offline::export(&store, &root)?;
+            drop(store);
+            println!("exported {rows} events into {files} files under {}", root.display());
+            if args.compact {
+                let (days, merged) = offline::compact(&root)?;
+                println!("compacted {merged} files in {days} days");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn training_set_cmd(project: &Project, args: &TrainingSetArgs) -> Result<()> {
+    let set = FeatureSet::from_config(&project.config)?;
+    if set.views().is_empty() {
+        bail!("no features are defined: add [features.<view>] tables to {}", project.config_path.display());
+    }
+    let selection = if args.features.is_empty() { set.all() } else { set.select(&args.features)? };
+    let store = crate::open_store(project)?;
+    let labels = match (&args.labels, &args.label_event) {
+        (Some(path), _) => read_labels_csv(path, &project.config)?,
+        (None, Some(event_type)) => {
+            if !project.config.events.contains_key(event_type) {
+                bail!("--label-event: `{event_type}` is not a declared event type");
+            }
+            labels_from_events(&store, event_type, args.label_field.as_deref())?
+        }
+        (None, None) => bail!("pass --labels FILE or --label-event TYPE"),
+    };
+    let started = std::time::Instant::now();
+    let ts = training_set(&set, &selection, store.read_from(0), &labels)?;
+    drop(store);
+    let context: Vec<String> = labels
+        .iter()
+        .flat_map(|l| l.entities.fields.iter().map(|(n, _)| n.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    write_parquet(&args.out, &ts, &context)?;
+    let late: u64 = ts.late_dropped.iter().map(|(_, n)| n).sum();
+    eprintln!(
+        "wrote {} rows × {} features to {} in {:.2?} ({late} late records dropped)",
+        ts.rows.len(),
+        ts.columns.len(),
+        args.out.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn audit_cmd(project: &Project, args: &AuditArgs) -> Result<()> {
+    let path = args.vectors.clone().unwrap_or_else(|| project.data_dir().join(cascade_server::VECTOR_LOG_FILE));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut vectors = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: cascade_features::LoggedVector =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        vectors.push(v);
+    }
+    let set = FeatureSet::from_config(&project.config)?;
+    let store = crate::open_store(project)?;
+    let report = cascade_features::audit(&set, &vectors, || store.read_from(0))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "audited {} vectors: {} values compared, {} mismatches, {} skipped (features no longer defined)",
+            report.vectors,
+            report.values,
+            report.mismatches.len(),
+            report.skipped
+        );
+        for m in report.mismatches.iter().take(args.show) {
+            println!(
+                "  vector {} {}: served {} ({:?}), recomputed {} ({:?})",
+                m.vector, m.feature, m.online.value, m.online.status, m.offline.value, m.offline.status
+            );
+        }
+    }
+    if !report.mismatches.is_empty() {
+        bail!("{} of {} values differ from their offline recomputation", report.mismatches.len(), report.values);
+    }
+    Ok(())
+}
+
+/// A CSV cell as a value: the type the project declares for an event field of that name, else a
+/// string.
+fn cell_value(config: &cascade_core::Config, column: &str, cell: &str) -> Value {
+    let declared = config.events.values().find_map(|e| e.fields.get(column)).map(|s| s.ty);
+    match declared {
+        Some(FieldType::Int) => cell.parse().map(Value::Int).unwrap_or_else(|_| Value::String(cell.into())),
+        Some(FieldType::Float) => cell.parse().map(Value::Float).unwrap_or_else(|_| Value::String(cell.into())),
+        Some(FieldType::Bool) => cell.parse().map(Value::Bool).unwrap_or_else(|_| Value::String(cell.into())),
+        _ => Value::String(cell.to_string()),
+    }
+}
+
+fn parse_ts(cell: &str) -> Result<Timestamp, String> {
+    if !cell.is_empty() && cell.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return cell.parse().map(Timestamp).map_err(|e| format!("{e}"));
+    }
+    Timestamp::parse_rfc3339(cell).map_err(str::to_string)
+}
+
+/// Labels: ints, floats and bools when the cell reads as one, else strings; empty is null.
+fn label_value(cell: &str) -> Option<Value> {
+    if cell.is_empty() {
+        return None;
+    }
+    Some(if let Ok(i) = cell.parse() {
+        Value::Int(i)
+    } else if let Ok(f) = cell.parse() {
+        Value::Float(f)
+    } else if let Ok(b) = cell.parse() {
+        Value::Bool(b)
+    } else {
+        Value::String(cell.to_string())
+    })
+}
+
+fn read_labels_csv(path: &Path, config: &cascade_core::Config) -> Result<Vec<LabelRow>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: header", path.display()))?.clone();
+    let ts_col =
+        headers.iter().position(|h| h == "ts").with_context(|| format!("{}: no `ts` column", path.display()))?;
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let line = n + 2;
+        let record = record.with_context(|| format!("{}:{line}", path.display()))?;
+        let ts = parse_ts(record.get(ts_col).unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("{}:{line}: ts: {e}", path.display()))?;
+        let mut row = LabelRow { entities: Entities::default(), ts, label: None };
+        for (h, cell) in headers.iter().zip(record.iter()) {
+            match h {
+                "ts" => {}
+                "user" if !cell.is_empty() => row.entities.user = Some(cell.to_string()),
+                "item" if !cell.is_empty() => row.entities.item = Some(cell.to_string()),
+                "label" => row.label = label_value(cell),
+                _ if cell.is_empty() => {}
+                other => row.entities.fields.push((other.to_string(), cell_value(config, other, cell))),
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn labels_from_events(store: &cascade_store::Store, event_type: &str, field: Option<&str>) -> Result<Vec<LabelRow>> {
+    let mut rows = Vec::new();
+    for entry in store.read_from(0) {
+        let (_, record) = entry?;
+        let Record::Event(e) = record else { continue };
+        if e.event_type != event_type {
+            continue;
+        }
+        let label = match field {
+            Some(f) => e.field(f).cloned(),
+            None => Some(Value::Bool(true)),
+        };
+        rows.push(LabelRow { entities: Entities { user: e.user, item: e.item, fields: e.fields }, ts: e.ts, label });
+    }
+    Ok(rows)
+}
+
+fn data_type(ty: FieldType) -> DataType {
+    match ty {
+        FieldType::Bool => DataType::Boolean,
+        FieldType::Int => DataType::Int64,
+        FieldType::Float => DataType::Float64,
+        FieldType::String => DataType::Utf8,
+        FieldType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        FieldType::StringList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+    }
+}
+
+/// One typed column from values (`None` and values of another type are null).
+fn column<'a>(ty: FieldType, values: impl Iterator<Item = Option<&'a Value>>) -> ArrayRef {
+    match ty {
+        FieldType::Bool => {
+            let mut b = BooleanBuilder::new();
+            values.for_each(|v| b.append_option(if let Some(Value::Bool(x)) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+        FieldType::Int => {
+            let mut b = Int64Builder::new();
+            values.for_each(|v| b.append_option(if let Some(Value::Int(x)) = v { Some(*x) } else { None }));
+            Arc::new(b.finish())
+        }
+        FieldType::Float => {
+            let mut b = Float64Builder::new();
+            values.for_each(|v| {
+                b.append_option(match v {
+                    Some(Value::Float(x)) => Some(*x),
+                    Some(Value::Int(x)) => Some(*x as f64),
+                    _ => None,
+                })
+            });
+            Arc::new(b.finish())
+        }
+        FieldType::String => {
+            let mut b = StringBuilder::new();
+            values.for_each(|v| b.append_option(if let Some(Value::String(x)) = v { Some(x) } else { None }));
+            Arc::new(b.finish())
+        }
+        FieldType::Timestamp => Arc::new(
+            values
+                .map(|v| if let Some(Value::Timestamp(t)) = v { Some(t.0) } else { None })
+                .collect::<TimestampMillisecondArray>()
+                .with_timezone("UTC"),
+        ),
+        FieldType::StringList => {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for v in values {
+                match v {
+                    Some(Value::StringList(l)) => {
+                        l.iter().for_each(|s| b.values().append_value(s));
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// The type every label shares: int, float (ints and floats), bool, else string.
+fn label_type(ts: &TrainingSet) -> FieldType {
+    let types: BTreeSet<&str> =
+        ts.rows.iter().filter_map(|r| r.label.as_ref()).map(|v| v.field_type().name()).collect();
+    match types.iter().copied().collect::<Vec<_>>().as_slice() {
+        ["int"] => FieldType::Int,
+        ["float"] | ["float", "int"] => FieldType::Float,
+        ["bool"] | [] => FieldType::Bool,
+        _ => FieldType::String,
+    }
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Present => "present",
+        Status::Default => "default",
+        Status::StaleOutsideTtl => "stale_outside_ttl",
+        Status::NotFound => "not_found",
+    }
+}
+
+/// Columns: `ts`, `user`, `item`, each context field, `label`, then per feature `view:feature`
+/// (typed) and `view:feature:status`. Rows in label order, in record batches of 64k rows.
+pub fn write_parquet(path: &Path, ts: &TrainingSet, context: &[String]) -> Result<()> {
+    let label_ty = label_type(ts);
+    let mut fields = vec![
+        Field::new("ts", data_type(FieldType::Timestamp), false),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("item", DataType::Utf8, true),
+    ];
+    fields.extend(context.iter().map(|c| Field::new(c.as_str(), DataType::Utf8, true)));
+    fields.push(Field::new("label", data_type(label_ty), true));
+    for c in &ts.columns {
+        fields.push(Field::new(c.name(), data_type(c.ty), true));
+        fields.push(Field::new(format!("{}:status", c.name()), DataType::Utf8, false));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    for rows in ts.rows.chunks(64 * 1024) {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| Some(r.ts.0)).collect::<TimestampMillisecondArray>().with_timezone("UTC")),
+            column(
+                FieldType::String,
+                rows.iter()
+                    .map(|r| r.entities.user.clone().map(Value::String))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(Option::as_ref),
+            ),
+            column(
+                FieldType::String,
+                rows.iter()
+                    .map(|r| r.entities.item.clone().map(Value::String))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(Option::as_ref),
+            ),
+        ];
+        for c in context {
+            let strings: Vec<Option<Value>> = rows
+                .iter()
+                .map(|r| {
+                    r.entities.field(c).map(|v| match v {
+                        Value::String(s) => Value::String(s.clone()),
+                        other => Value::String(other.to_json().to_string()),
+                    })
+                })
+                .collect();
+            cols.push(column(FieldType::String, strings.iter().map(Option::as_ref)));
+        }
+        cols.push(column(label_ty, rows.iter().map(|r| r.label.as_ref())));
+        for (i, c) in ts.columns.iter().enumerate() {
+            cols.push(column(c.ty, rows.iter().map(|r| r.values[i].value.as_ref())));
+            let mut b = StringBuilder::new();
+            rows.iter().for_each(|r| b.append_value(status_name(r.values[i].status)));
+            cols.push(Arc::new(b.finish()));
+        }
+        writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+    }
+    writer.close()?;
+    Ok(())
+}
+
+/// The offline store's event files: `ROOT/day=YYYY-MM-DD/part-{first:020}-{last:020}.parquet`,
+/// where first..=last are the log offsets the file covers (its rows are the events of that day
+/// among them, sorted by event time then offset), and `ROOT/_next_offset`, the next log offset
+/// to export. A file whose range lies inside another file's range of the same day is a leftover
+/// of an interrupted compaction and is removed; so an interruption at any point loses or
+/// duplicates nothing.
+pub mod offline {
+    use anyhow::{Context, Result};
+    use arrow_array::builder::{Int64Builder, StringBuilder};
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use cascade_core::{Event, Record, Timestamp};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    const NEXT: &str = "_next_offset";
+    const DAY_MS: i64 = 86_400_000;
+
+    pub fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("offset", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("id", DataType::Utf8, true),
+            Field::new("user", DataType::Utf8, true),
+            Field::new("item", DataType::Utf8, true),
+            // The event's declared fields as a JSON object (types differ per event type).
+            Field::new("fields", DataType::Utf8, false),
+        ]))
+    }
+
+    fn day_dir(root: &Path, ts: i64) -> PathBuf {
+        let t = Timestamp(ts.div_euclid(DAY_MS) * DAY_MS).to_string();
+        root.join(format!("day={}", &t[..10]))
+    }
+
+    fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
+        let tmp = path.with_extension("parquet.tmp");
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
+        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+        w.write(batch)?;
+        w.close()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        Ok(())
+    }
+
+    fn batch(events: &[(u64, Event)]) -> Result<RecordBatch> {
+        let (mut off, mut ty, mut id, mut user, mut item, mut fields) = (
+            Int64Builder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        );
+        for (o, e) in events {
+            off.append_value(*o as i64);
+            ty.append_value(&e.event_type);
+            id.append_option(e.id.as_deref());
+            user.append_option(e.user.as_deref());
+            item.append_option(e.item.as_deref());
+            let obj: serde_json::Map<String, serde_json::Value> =
+                e.fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            fields.append_value(serde_json::Value::Object(obj).to_string());
+        }
+        let ts: TimestampMillisecondArray = events.iter().map(|(_, e)| Some(e.ts.0)).collect();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(off.finish()),
+            Arc::new(ts.with_timezone("UTC")),
+            Arc::new(ty.finish()),
+            Arc::new(id.finish()),
+            Arc::new(user.finish()),
+            Arc::new(item.finish()),
+            Arc::new(fields.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema(), cols)?)
+    }
+
+    /// Exports the events after the last export; returns (events, files written).
+    pub fn export(store: &cascade_store::Store, root: &Path) -> Result<(usize, usize)> {
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let next_path = root.join(NEXT);
+        let next: u64 = match std::fs::read_to_string(&next_path) {
+            Ok(s) => s.trim().parse().with_context(|| format!("{}: not an offset", next_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", next_path.display())),
+        };
+        let first = next.max(store.log_stats()?.first_offset);
+        let mut days: BTreeMap<PathBuf, Vec<(u64, Event)>> = BTreeMap::new();
+        let mut end = first;
+        for entry in store.read_from(first) {
+            let (offset, record) = entry?;
+            end = offset + 1;
+            if let Record::Event(e) = record {
+                days.entry(day_dir(root, e.ts.0)).or_default().push((offset, e));
+            }
+        }
+        if end == first {
+            return Ok((0, 0));
+        }
+        let (mut rows, mut files) = (0, 0);
+        for (dir, mut events) in days {
+            events.sort_by_key(|(o, e)| (e.ts, *o));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            write(&dir.join(format!("part-{first:020}-{:020}.parquet", end - 1)), &batch(&events)?)?;
+            rows += events.len();
+            files += 1;
+        }
+        // Files first, then the offset: a crash in between re-exports the same range under the
+        // same names, overwriting, so nothing is duplicated.
+        let tmp = root.join(format!("{NEXT}.tmp"));
+        std::fs::write(&tmp, end.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &next_path).with_context(|| format!("writing {}", next_path.display()))?;
+        Ok((rows, files))
+    }
+
+    /// The parts of one day as (first, last, path), leftovers of an interrupted compaction
+    /// (ranges inside another part's range) removed.
+    pub fn parts(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
+        let mut parts = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(range) = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")) else { continue };
+            let Some((a, b)) = range.split_once('-') else { continue };
+            if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
+                parts.push((a, b, path));
+            }
+        }
+        parts.sort();
+        let covered: Vec<(u64, u64)> = parts.iter().map(|p| (p.0, p.1)).collect();
+        let mut kept = Vec::new();
+        for (a, b, path) in parts {
+            if covered.iter().any(|&(x, y)| (x, y) != (a, b) && x <= a && b <= y) {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            } else {
+                kept.push((a, b, path));
+            }
+        }
+        Ok(kept)
+    }
+
+    pub fn read(path: &Path) -> Result<Vec<RecordBatch>> {
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.build()?.collect::<Result<_, _>>()?)
+    }
+
+    /// Merges every day with more than one part into one part; returns (days compacted, parts merged).
+    pub fn compact(root: &Path) -> Result<(usize, usize)> {
+        let (mut days, mut merged) = (0, 0);
+        let Ok(entries) = std::fs::read_dir(root) else { return Ok((0, 0)) };
+        for entry in entries {
+            let dir = entry?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let parts = parts(&dir)?;
+            if parts.len() < 2 {
+                continue;
+            }
+            let mut batches = Vec::new();
+            for (_, _, p) in &parts {
+                batches.extend(read(p)?);
+            }
+            let all = arrow_select::concat::concat_batches(&schema(), &batches)?;
+            let ts = all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ts column");
+            let off = all.column(0).as_any().downcast_ref::<Int64Array>().expect("offset column");
+            let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
+            order.sort_by_key(|&i| (ts.value(i as usize), off.value(i as usize)));
+            let sorted = arrow_select::take::take_record_batch(&all, &UInt32Array::from(order))?;
+            let (first, last) =
+                (parts.iter().map(|p| p.0).min().unwrap_or(0), parts.iter().map(|p| p.1).max().unwrap_or(0));
+            write(&dir.join(format!("part-{first:020}-{last:020}.parquet")), &sorted)?;
+            for (_, _, p) in &parts {
+                std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+            }
+            days += 1;
+            merged += parts.len();
+        }
+        Ok((days, merged))
+    }
+}
+
+/// `cascade features bench`: needs no project; everything is synthetic and in a temporary dir.
+mod bench {
+    use super::BenchArgs;
+    use anyhow::Result;
+    use cascade_core::{Config, Event, Record, Timestamp, Value};
+    use cascade_features::{Entities, FeatureSet, OnlineStore};
+    use std::fmt::Write as _;
+    use std::time::{Duration, Instant};
+
+    const DAY: i64 = 86_400_000;
+    const START: i64 = 1_767_225_600_000; // 2026-01-01
+
+    /// Two views (user, item) of 25 features each: windowed counts per event type, sums, mean,
+    /// extremes, distinct count, last, last-N, time since, decayed count, ratio.
+    pub fn definitions() -> String {
+        let mut t = String::new();
+        for (view, entity, other) in [("user_f", "user", "item"), ("item_f", "item", "user")] {
+            let _ = write!(
+                t,
+                "[features.{view}]\nentity = \"{entity}\"\nevents = [\"click\", \"play\", \"purchase\"]\nttl = \"30days\"\n[features.{view}.features]\n"
+            );
+            for (w, tile) in [("1h", "1m"), ("6h", "10m"), ("24h", "1h"), ("7days", "1day")] {
+                let n = w.replace("days", "d");
+                let _ = writeln!(t, "n_{n} = {{ agg = \"count\", window = \"{w}\", tile = \"{tile}\" }}");
+            }
+            for ty in ["click", "play", "purchase"] {
+                for (w, tile) in [("1h", "1m"), ("24h", "1h"), ("7days", "1day")] {
+                    let n = w.replace("days", "d");
+                    let _ = writeln!(
+                        t,
+                        "{ty}_{n} = {{ agg = \"count\", events = [\"{ty}\"], window = \"{w}\", tile = \"{tile}\" }}"
+                    );
+                }
+            }
+            for (w, tile) in [("1h", "1m"), ("24h", "1h"), ("7days", "1day")] {
+                let n = w.replace("days", "d");
+                let _ = writeln!(
+                    t,
+                    "spend_{n} = {{ agg = \"sum\", field = \"price\", window = \"{w}\", tile = \"{tile}\" }}"
+                );
+            }
+            let _ = writeln!(t, "price_mean = {{ agg = \"mean\", field = \"price\" }}");
+            let _ =
+                writeln!(t, "price_max_24h = {{ agg = \"max\", field = \"price\", window = \"24h\", tile = \"1h\" }}");
+            let _ = writeln!(t, "price_min = {{ agg = \"min\", field = \"price\" }}");
+            let _ = writeln!(
+                t,
+                "distinct_24h = {{ agg = \"distinct_count\", field = \"{other}\", window = \"24h\", tile = \"1h\", max_distinct = 100 }}"
+            );
+            let _ = writeln!(t, "last_other = {{ agg = \"last\", field = \"{other}\" }}");
+            let _ = writeln!(t, "recent = {{ agg = \"last_n\", field = \"{other}\", n = 10 }}");
+            let _ = writeln!(t, "since = {{ agg = \"time_since_last\" }}");
+            let _ = writeln!(t, "decayed = {{ agg = \"decayed_count\", half_life = \"1h\" }}");
+            let _ = writeln!(
+                t,
+                "buy_share = {{ agg = \"ratio\", numerator = \"purchase_24h\", denominator = \"n_24h\" }}\n"
+            );
+        }
+        t
+    }
+
+    fn log(args: &BenchArgs) -> Vec<(u64, Record)> {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let step = 7 * DAY / args.events.max(1) as i64;
+        (0..args.events)
+            .map(|i| {
+                let r = next();
+                let (event_type, fields) = match r % 10 {
+                    0 => ("purchase", vec![("price".to_string(), Value::Float(((r >> 40) % 10_000) as f64 / 100.0))]),
+                    1..=3 => ("play", vec![]),
+                    _ => ("click", vec![]),
+                };
+                let e = Event {
+                    id: None,
+                    event_type: event_type.into(),
+                    ts: Timestamp(START + i as i64 * step),
+                    user: Some(format!("u{}", (r >> 8) % args.users)),
+                    item: Some(format!("i{}", (r >> 24) % args.items)),
+                    fields,
+                };
+                (i as u64, Record::Event(e))
+            })
+            .collect()
+    }
+
+    fn quantile(sorted: &[Duration], q: f64) -> Duration {
+        sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+    }
+
+    fn us(d: Duration) -> String {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    }
+
+    async fn measure(name: &str, store: &OnlineStore, log: &[(u64, Record)], args: &BenchArgs) -> Result<Vec<String>> {
+        let started = Instant::now();
+        for batch in log.chunks(1000) {
+            store.apply(batch).await?;
+        }
+        let apply = started.elapsed();
+        let set = store.features();
+        let all = set.all();
+        let at = Timestamp(START + 7 * DAY);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut rows = Vec::new();
+        for batch in [1usize, 500] {
+            let mut times = Vec::with_capacity(args.reads);
+            for i in 0..args.reads + args.reads / 10 {
+                let user = format!("u{}", rnd(args.users));
+                let entities: Vec<Entities> = (0..batch)
+                    .map(|_| Entities::user(user.clone()).with_item(format!("i{}", rnd(args.items))))
+                    .collect();
+                let t = Instant::now();
+                let v = store.read(&all, &entities, at).await?;
+                let took = t.elapsed();
+                std::hint::black_box(v);
+                if i >= args.reads / 10 {
+                    times.push(took); // after a 10% warm-up
+                }
+            }
+            times.sort();
+            rows.push(format!(
+                "| {name} | {} × {batch} | {} | {} | {:.0} |",
+                all.len(),
+                us(quantile(&times, 0.5)),
+                us(quantile(&times, 0.99)),
+                log.len() as f64 / apply.as_secs_f64()
+            ));
+        }
+        Ok(rows)
+    }
+
+    pub fn run(args: &BenchArgs) -> Result<()> {
+        let config = Config::from_toml(&definitions(), "bench")?;
+        let set = FeatureSet::from_config(&config)?;
+        let log = log(args);
+        let dir = tempfile::tempdir()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let mut out = vec![
+            format!(
+                "{} events, {} users, {} items, 50 features (2 views); read as of the end of the log",
+                args.events, args.users, args.items
+            ),
+            "| backend | features × entities | p50 | p99 | updates/s |".to_string(),
+            "|---|---|---:|---:|---:|".to_string(),
+        ];
+        runtime.block_on(async {
+            let embedded = OnlineStore::embedded(dir.path(), set.clone())?;
+            out.extend(measure("embedded", &embedded, &log, args).await?);
+            if !args.no_redis {
+                let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+                let prefix = format!("cascade-bench:{}:{nanos}", std::process::id());
+                let redis = OnlineStore::redis(&args.redis, &prefix, set.clone()).await?;
+                let result = measure("redis", &redis, &log, args).await;
+                redis.clear().await?;
+                out.extend(result?);
+            }
+            anyhow::Ok(())
+        })?;
+        for line in out {
+            println!("{line}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,639 @@
+//! The online store: where the online engine's per-key state lives between log records and reads.
+//!
+//! Two backends, chosen by `[features_store] backend`, run the same state code
+//! ([`crate::state::EntityState::apply`]) and the same read ([`crate::state::read_view`]):
+//!
+//! - **embedded** (default): the [`OnlineEngine`] in the server process behind a lock, checkpointed
+//!   to `data_dir/features.checkpoint` with the log offset it reflects.
+//! - **redis**: each key's aggregation *state* (sessions, tiles, lists — not values) is one Redis
+//!   string `{prefix}:{view}:{key}`; beside it `{prefix}#meta` holds the definitions' fingerprint,
+//!   the next log offset and every view's admission (watermark, counters), and a sorted set
+//!   `{prefix}#z:{view}` indexes keys by newest event time for expiry. A batch of records is
+//!   applied with one `MGET` of the touched keys and one `MULTI`/`EXEC` that writes their new
+//!   states together with the meta, so the states and the offset they reflect never disagree
+//!   (a crash between batches resumes exactly). Windows are evaluated at read time, so values
+//!   expire without writes, exactly as embedded.
+//!
+//! A read of any features of any set of entities is one round trip with Redis: a single `MGET` of
+//! the meta (for the watermarks) and every distinct (view, key) the rows need.
+//!
+//! One writer per store: the server that tails the log. Any number of readers.
+
+use crate::codec;
+use crate::def::{FeatureSet, Selection};
+use crate::engine::{Admission, ViewStats};
+use crate::error::{FeatureError, Result};
+use crate::key::{Entities, EntityKey, KeySource};
+use crate::online::OnlineEngine;
+use crate::state::{EntityState, NONE, Source, read_view};
+use crate::{FeatureValue, Status};
+use cascade_core::config::{FeaturesBackend, FeaturesStoreConfig};
+use cascade_core::features::{FieldRef, ViewSource};
+use cascade_core::{Record, Timestamp};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A batch read with what an audit needs to recompute it offline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// One `Vec` per row, in the selection's column order.
+    pub values: Vec<Vec<FeatureValue>>,
+    /// Per column: the instant its view answered as of (`max(at, view watermark)`).
+    pub read_at: Vec<Timestamp>,
+    /// The log offset the state reflected: records below it were applied, none at or above.
+    pub offset: u64,
+}
+
+/// Feature state that is updated from the log and read by serving; see the module docs.
+#[derive(Debug)]
+pub struct OnlineStore {
+    set: FeatureSet,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Embedded(Embedded),
+    Redis(Box<Redis>),
+}
+
+#[derive(Debug)]
+struct Embedded {
+    online: RwLock<OnlineEngine>,
+    /// The offset of the last checkpoint written (or loaded): the log must keep what follows it.
+    checkpointed: AtomicU64,
+}
+
+struct Redis {
+    con: redis::aio::MultiplexedConnection,
+    prefix: String,
+    /// The writer's admission per view, equal to what `{prefix}#meta` holds.
+    admission: tokio::sync::Mutex<Vec<Admission>>,
+    next_offset: AtomicU64,
+    /// Stale reads per view served by this process.
+    stale: Vec<AtomicU64>,
+    round_trips: AtomicU64,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl OnlineStore {
+    /// Opens the backend `config` chooses. `data_dir` holds the embedded checkpoint.
+    pub async fn open(config: &FeaturesStoreConfig, data_dir: impl Into<PathBuf>, set: FeatureSet) -> Result<Self> {
+        match config.backend {
+            FeaturesBackend::Embedded => OnlineStore::embedded(data_dir, set),
+            FeaturesBackend::Redis => OnlineStore::redis(&config.redis_url, &config.redis_prefix, set).await,
+        }
+    }
+
+    /// The embedded backend, resuming from the checkpoint in `data_dir` when there is one.
+    pub fn embedded(data_dir: impl Into<PathBuf>, set: FeatureSet) -> Result<Self> {
+        let online = OnlineEngine::open(data_dir, set.clone())?;
+        let checkpointed = AtomicU64::new(online.next_offset());
+        Ok(OnlineStore { set, backend: Backend::Embedded(Embedded { online: RwLock::new(online), checkpointed }) })
+    }
+
+    /// The Redis backend at `url`, every key under `prefix`. Resumes from the state there when it
+    /// was built under the same definitions; otherwise clears the prefix and starts from offset 0.
+    pub async fn redis(url: &str, prefix: &str, set: FeatureSet) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let con = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let views = set.views().len();
+        let r = Redis {
+            con,
+            prefix: prefix.to_string(),
+            admission: tokio::sync::Mutex::new(vec![Admission::default(); views]),
+            next_offset: AtomicU64::new(0),
+            stale: (0..views).map(|_| AtomicU64::new(0)).collect(),
+            round_trips: AtomicU64::new(0),
+        };
+        let meta: Option<Vec<u8>> = redis::cmd("GET").arg(r.meta_key()).query_async(&mut r.con.clone()).await?;
+        let resumed = match meta.as_deref().map(codec::decode_meta) {
+            Some(Ok((fp, next, adm))) if fp == set.fingerprint() && adm.len() == views => Some((next, adm)),
+            Some(Err(e)) => {
+                tracing::warn!(prefix, error = %e, "unreadable feature meta in redis; rebuilding from the log");
+                None
+            }
+            Some(Ok(_)) => {
+                tracing::info!(prefix, "feature definitions changed; rebuilding the redis feature state from the log");
+                None
+            }
+            None => None,
+        };
+        match resumed {
+            Some((next, adm)) => {
+                r.next_offset.store(next, Ordering::Relaxed);
+                *r.admission.lock().await = adm;
+            }
+            None => r.clear().await?,
+        }
+        Ok(OnlineStore { set, backend: Backend::Redis(Box::new(r)) })
+    }
+
+    pub fn backend(&self) -> FeaturesBackend {
+        match self.backend {
+            Backend::Embedded(_) => FeaturesBackend::Embedded,
+            Backend::Redis(_) => FeaturesBackend::Redis,
+        }
+    }
+
+    pub fn features(&self) -> &FeatureSet {
+        &self.set
+    }
+
+    /// The offset of the next log record to apply: everything below it is in the state.
+    pub fn next_offset(&self) -> u64 {
+        match &self.backend {
+            Backend::Embedded(e) => e.online.read().expect("poisoned").next_offset(),
+            Backend::Redis(r) => r.next_offset.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The lowest log offset a restart needs: log retention must keep everything from here on.
+    pub fn retention_floor(&self) -> u64 {
+        match &self.backend {
+            Backend::Embedded(e) => e.checkpointed.load(Ordering::Relaxed),
+            Backend::Redis(r) => r.next_offset.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Redis commands sent so far (0 for embedded): a read costs one.
+    pub fn round_trips(&self) -> u64 {
+        match &self.backend {
+            Backend::Embedded(_) => 0,
+            Backend::Redis(r) => r.round_trips.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Starts over from offset 0 when the state is ahead of the log (possible only after the log
+    /// lost an unsynced tail). Returns whether it did.
+    pub async fn reset_if_ahead(&self, log_end: u64) -> Result<bool> {
+        if self.next_offset() <= log_end {
+            return Ok(false);
+        }
+        tracing::warn!(state = self.next_offset(), log = log_end, "feature state is ahead of the log; rebuilding");
+        match &self.backend {
+            Backend::Embedded(e) => {
+                e.online.write().expect("poisoned").reset();
+                e.checkpointed.store(0, Ordering::Relaxed);
+            }
+            Backend::Redis(r) => {
+                let mut adm = r.admission.lock().await;
+                r.clear().await?;
+                *adm = vec![Admission::default(); self.set.views().len()];
+                r.next_offset.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies log records in offset order; the first must be at [`OnlineStore::next_offset`].
+    /// With Redis the batch is applied atomically (all of it or none).
+    pub async fn apply(&self, records: &[(u64, Record)]) -> Result<()> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let mut online = e.online.write().expect("poisoned");
+                for (offset, record) in records {
+                    online.apply(*offset, record)?;
+                }
+                Ok(())
+            }
+            Backend::Redis(r) => r.apply(&self.set, records).await,
+        }
+    }
+
+    /// The selected features for each row, as of `at` (per view, as of `max(at, watermark)`): one
+    /// `Vec` per row, in the selection's column order. A row lacking a key part a selected view
+    /// needs is an error naming the row.
+    pub async fn read(
+        &self,
+        selection: &Selection,
+        rows: &[Entities],
+        at: Timestamp,
+    ) -> Result<Vec<Vec<FeatureValue>>> {
+        Ok(self.read_served(selection, rows, at).await?.values)
+    }
+
+    /// [`OnlineStore::read`], also returning the instant each column was read as of and the log
+    /// offset the state reflected, read consistently with the values (for logging served
+    /// vectors and auditing them with [`crate::audit`]).
+    pub async fn read_served(&self, selection: &Selection, rows: &[Entities], at: Timestamp) -> Result<Served> {
+        let plan = ReadPlan::new(&self.set, selection, rows)?;
+        let (values, times, offset) = match &self.backend {
+            Backend::Embedded(e) => {
+                let online = e.online.read().expect("poisoned");
+                let engine = online.engine();
+                let times: Vec<i64> =
+                    plan.views.iter().map(|(vi, _)| at.0.max(engine.views[*vi].admission.watermark)).collect();
+                let values = plan.assemble(
+                    &self.set,
+                    selection.len(),
+                    rows,
+                    &times,
+                    |pi, row| {
+                        let key = plan.keys[pi][row].as_ref()?;
+                        engine.views[plan.views[pi].0].entities.get(key)
+                    },
+                    |vi, n| {
+                        engine.views[vi].stale_reads.fetch_add(n, Ordering::Relaxed);
+                    },
+                );
+                (values, times, online.next_offset())
+            }
+            Backend::Redis(r) => r.read(&self.set, &plan, selection.len(), rows, at).await?,
+        };
+        let mut read_at = vec![at; selection.len()];
+        for ((_, cols), t) in plan.views.iter().zip(&times) {
+            for &(col, _) in cols {
+                read_at[col] = Timestamp(*t);
+            }
+        }
+        Ok(Served { values, read_at, offset })
+    }
+
+    /// Sweeps keys no read or record can see any more (values do not change) and, embedded,
+    /// writes the checkpoint. Returns the keys swept.
+    pub async fn checkpoint(&self) -> Result<usize> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let mut online = e.online.write().expect("poisoned");
+                let before = online.engine().entity_count();
+                online.checkpoint()?;
+                e.checkpointed.store(online.next_offset(), Ordering::Relaxed);
+                Ok(before - online.engine().entity_count())
+            }
+            Backend::Redis(r) => r.sweep(&self.set).await,
+        }
+    }
+
+    /// Counters and size of every view, in definition order.
+    pub async fn stats(&self) -> Result<Vec<(String, ViewStats)>> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let online = e.online.read().expect("poisoned");
+                self.set.views().iter().map(|v| Ok((v.name.clone(), online.stats(&v.name)?))).collect()
+            }
+            Backend::Redis(r) => {
+                let adm = r.admission.lock().await.clone();
+                let mut pipe = redis::pipe();
+                for v in self.set.views() {
+                    pipe.zcard(r.zset_key(&v.name));
+                }
+                let counts: Vec<usize> = r.query(&pipe).await?;
+                Ok(self
+                    .set
+                    .views()
+                    .iter()
+                    .enumerate()
+                    .map(|(vi, v)| {
+                        let a = adm[vi];
+                        let stats = ViewStats {
+                            entities: counts[vi],
+                            watermark: (a.watermark != NONE).then_some(Timestamp(a.watermark)),
+                            late_dropped: a.late_dropped,
+                            missing_key: a.missing_key,
+                            stale_reads: r.stale[vi].load(Ordering::Relaxed),
+                        };
+                        (v.name.clone(), stats)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Deletes every key of the store (Redis: everything under the prefix; embedded: the state in
+    /// memory, not the checkpoint file) and starts again from offset 0.
+    pub async fn clear(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                e.online.write().expect("poisoned").reset();
+                Ok(())
+            }
+            Backend::Redis(r) => {
+                let mut adm = r.admission.lock().await;
+                r.clear().await?;
+                *adm = vec![Admission::default(); self.set.views().len()];
+                r.next_offset.store(0, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Which views a read touches and each row's key in each of them.
+struct ReadPlan {
+    /// (view index, [(column, feature index)]) per view with a selected feature.
+    views: Vec<(usize, Vec<(usize, usize)>)>,
+    /// `keys[i][row]`: the row's key in `views[i]` (`None` for request views).
+    keys: Vec<Vec<Option<EntityKey>>>,
+}
+
+impl ReadPlan {
+    fn new(set: &FeatureSet, selection: &Selection, rows: &[Entities]) -> Result<ReadPlan> {
+        let mut views: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+        for (col, &(vi, fi)) in selection.columns.iter().enumerate() {
+            match views.iter_mut().find(|(v, _)| *v == vi) {
+                Some((_, cols)) => cols.push((col, fi)),
+                None => views.push((vi, vec![(col, fi)])),
+            }
+        }
+        let mut keys = Vec::with_capacity(views.len());
+        for &(vi, _) in &views {
+            let def = &set.views()[vi];
+            if def.source == ViewSource::Request {
+                keys.push(vec![None; rows.len()]);
+                continue;
+            }
+            let mut ks = Vec::with_capacity(rows.len());
+            for (row, r) in rows.iter().enumerate() {
+                let key = r.key(&def.key).map_err(|missing| FeatureError::RowMissingKey {
+                    row,
+                    view: def.name.clone(),
+                    key: def.key.iter().map(FieldRef::name).collect::<Vec<_>>().join(" × "),
+                    missing: missing.name().to_string(),
+                })?;
+                ks.push(Some(key));
+            }
+            keys.push(ks);
+        }
+        Ok(ReadPlan { views, keys })
+    }
+
+    /// Every row's values from the states `state(plan view, row)` read as of `times[plan view]`;
+    /// `stale(view, n)` is told how many selected values of a view were stale.
+    fn assemble<'s>(
+        &self,
+        set: &FeatureSet,
+        columns: usize,
+        rows: &[Entities],
+        times: &[i64],
+        state: impl Fn(usize, usize) -> Option<&'s EntityState>,
+        stale: impl Fn(usize, u64),
+    ) -> Vec<Vec<FeatureValue>> {
+        let mut stale_counts = vec![0u64; set.views().len()];
+        // Rows sharing a key (a ranker's batch: one user, many items) share a view's values:
+        // they depend on the request row only for request views, which have no key.
+        let mut cache: Vec<HashMap<&EntityKey, Vec<FeatureValue>>> = vec![HashMap::new(); self.views.len()];
+        let out = rows
+            .iter()
+            .enumerate()
+            .map(|(row, entities)| {
+                let mut values: Vec<Option<FeatureValue>> = vec![None; columns];
+                for (pi, (vi, cols)) in self.views.iter().enumerate() {
+                    let def = &set.views()[*vi];
+                    let fresh;
+                    let all = match &self.keys[pi][row] {
+                        Some(key) => cache[pi]
+                            .entry(key)
+                            .or_insert_with(|| read_view(def, state(pi, row), times[pi], Some(entities))),
+                        None => {
+                            fresh = read_view(def, state(pi, row), times[pi], Some(entities));
+                            &fresh
+                        }
+                    };
+                    for &(col, fi) in cols {
+                        if all[fi].status == Status::StaleOutsideTtl {
+                            stale_counts[*vi] += 1;
+                        }
+                        values[col] = Some(all[fi].clone());
+                    }
+                }
+                values.into_iter().map(|v| v.expect("every column filled")).collect()
+            })
+            .collect();
+        for (vi, n) in stale_counts.into_iter().enumerate() {
+            if n > 0 {
+                stale(vi, n);
+            }
+        }
+        out
+    }
+}
+
+impl Redis {
+    fn meta_key(&self) -> String {
+        format!("{}#meta", self.prefix)
+    }
+
+    fn zset_key(&self, view: &str) -> String {
+        format!("{}#z:{view}", self.prefix)
+    }
+
+    fn state_key(&self, view: &str, key: &EntityKey) -> String {
+        format!("{}:{view}:{}", self.prefix, key.as_str())
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        Ok(pipe.query_async(&mut self.con.clone()).await?)
+    }
+
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        Ok(cmd.query_async(&mut self.con.clone()).await?)
+    }
+
+    /// Deletes every key under the prefix.
+    async fn clear(&self) -> Result<()> {
+        for pattern in [format!("{}:*", self.prefix), format!("{}#*", self.prefix)] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) =
+                    self.cmd(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000)).await?;
+                if !keys.is_empty() {
+                    self.cmd::<()>(redis::cmd("DEL").arg(&keys)).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, set: &FeatureSet, records: &[(u64, Record)]) -> Result<()> {
+        let mut admission = self.admission.lock().await;
+        let first = self.next_offset.load(Ordering::Relaxed);
+        for (i, (offset, _)) in records.iter().enumerate() {
+            if *offset != first + i as u64 {
+                return Err(FeatureError::OffsetGap { expected: first + i as u64, got: *offset });
+            }
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        // Admission in log order, exactly as the embedded engine does it, on a copy that only
+        // replaces the writer's once the batch is stored.
+        let views = set.views();
+        let mut adm = admission.clone();
+        let mut slots: HashMap<(usize, EntityKey), usize> = HashMap::new();
+        let mut slot_keys: Vec<(usize, EntityKey)> = Vec::new();
+        // (record, view, slot, event time, horizon)
+        let mut steps: Vec<(usize, usize, usize, i64, i64)> = Vec::new();
+        for (ri, (_, record)) in records.iter().enumerate() {
+            for (vi, view) in views.iter().enumerate() {
+                let Some((key, _, ts)) = adm[vi].admit(view, record) else { continue };
+                let horizon = adm[vi].watermark.saturating_sub(view.allowed_lateness_ms);
+                let slot = *slots.entry((vi, key)).or_insert_with_key(|k| {
+                    slot_keys.push(k.clone());
+                    slot_keys.len() - 1
+                });
+                steps.push((ri, vi, slot, ts, horizon));
+            }
+        }
+        let mut states: Vec<Option<EntityState>> = if slot_keys.is_empty() {
+            Vec::new()
+        } else {
+            let mut mget = redis::cmd("MGET");
+            for (vi, key) in &slot_keys {
+                mget.arg(self.state_key(&views[*vi].name, key));
+            }
+            let raw: Vec<Option<Vec<u8>>> = self.cmd(&mget).await?;
+            raw.iter()
+                .zip(&slot_keys)
+                .map(|(b, (vi, key))| b.as_deref().map(|b| self.decode(b, views, *vi, key)).transpose())
+                .collect::<Result<_>>()?
+        };
+        for &(ri, vi, slot, ts, horizon) in &steps {
+            let (offset, record) = &records[ri];
+            let view = &views[vi];
+            states[slot].get_or_insert_with(|| EntityState::new(view)).apply(
+                view,
+                Source::of(record),
+                ts,
+                *offset,
+                horizon,
+            );
+        }
+        let next = first + records.len() as u64;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for ((vi, key), state) in slot_keys.iter().zip(&states) {
+            let state = state.as_ref().expect("every touched key was applied to");
+            let name = &views[*vi].name;
+            pipe.set(self.state_key(name, key), codec::encode_state(state)).ignore();
+            pipe.zadd(self.zset_key(name), key.as_str(), state.max_ts()).ignore();
+        }
+        pipe.set(self.meta_key(), codec::encode_meta(set.fingerprint(), next, &adm)).ignore();
+        self.query::<()>(&pipe).await?;
+        *admission = adm;
+        self.next_offset.store(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn decode(
+        &self,
+        buf: &[u8],
+        views: &[cascade_core::ResolvedView],
+        vi: usize,
+        key: &EntityKey,
+    ) -> Result<EntityState> {
+        codec::decode_state(buf, &views[vi]).map_err(|reason| FeatureError::Corrupt {
+            path: PathBuf::from(format!("redis:{}", self.state_key(&views[vi].name, key))),
+            reason,
+        })
+    }
+
+    async fn read(
+        &self,
+        set: &FeatureSet,
+        plan: &ReadPlan,
+        columns: usize,
+        rows: &[Entities],
+        at: Timestamp,
+    ) -> Result<(Vec<Vec<FeatureValue>>, Vec<i64>, u64)> {
+        let views = set.views();
+        // One MGET: the meta (watermarks), then every distinct (view, key) the rows need.
+        let mut mget = redis::cmd("MGET");
+        mget.arg(self.meta_key());
+        let mut distinct: HashMap<(usize, &EntityKey), usize> = HashMap::new();
+        let mut order: Vec<(usize, &EntityKey)> = Vec::new();
+        let mut index: Vec<Vec<Option<usize>>> = Vec::with_capacity(plan.views.len());
+        for (pi, (vi, _)) in plan.views.iter().enumerate() {
+            index.push(
+                plan.keys[pi]
+                    .iter()
+                    .map(|k| {
+                        let k = k.as_ref()?;
+                        Some(*distinct.entry((*vi, k)).or_insert_with(|| {
+                            mget.arg(self.state_key(&views[*vi].name, k));
+                            order.push((*vi, k));
+                            order.len() - 1
+                        }))
+                    })
+                    .collect(),
+            );
+        }
+        let raw: Vec<Option<Vec<u8>>> = self.cmd(&mget).await?;
+        let (watermarks, offset): (Vec<i64>, u64) = match raw.first().and_then(Option::as_deref) {
+            Some(b) => match codec::decode_meta(b) {
+                Ok((fp, next, adm)) if fp == set.fingerprint() && adm.len() == views.len() => {
+                    (adm.iter().map(|a| a.watermark).collect(), next)
+                }
+                // Another build's state: nothing in it applies to these definitions.
+                _ => {
+                    let times = vec![at.0; plan.views.len()];
+                    return Ok((plan.assemble(set, columns, rows, &times, |_, _| None, |_, _| {}), times, 0));
+                }
+            },
+            None => (vec![NONE; views.len()], 0),
+        };
+        let states: Vec<Option<EntityState>> = raw[1..]
+            .iter()
+            .zip(&order)
+            .map(|(b, (vi, key))| b.as_deref().map(|b| self.decode(b, views, *vi, key)).transpose())
+            .collect::<Result<_>>()?;
+        let times: Vec<i64> = plan.views.iter().map(|(vi, _)| at.0.max(watermarks[*vi])).collect();
+        let values = plan.assemble(
+            set,
+            columns,
+            rows,
+            &times,
+            |pi, row| index[pi][row].and_then(|i| states[i].as_ref()),
+            |vi, n| {
+                self.stale[vi].fetch_add(n, Ordering::Relaxed);
+            },
+        );
+        Ok((values, times, offset))
+    }
+
+    /// Drops keys more than `expire_after + allowed_lateness` behind their view's watermark, as
+    /// [`crate::Engine::sweep`] does: no read or admissible record can see them any more.
+    async fn sweep(&self, set: &FeatureSet) -> Result<usize> {
+        let admission = self.admission.lock().await;
+        let mut removed = 0;
+        for (vi, view) in set.views().iter().enumerate() {
+            let (Some(expire), wm) = (view.expire_after_ms, admission[vi].watermark) else { continue };
+            if wm == NONE {
+                continue;
+            }
+            let cutoff = wm.saturating_sub(view.allowed_lateness_ms).saturating_sub(expire);
+            let zkey = self.zset_key(&view.name);
+            let gone: Vec<String> =
+                self.cmd(redis::cmd("ZRANGEBYSCORE").arg(&zkey).arg("-inf").arg(format!("({cutoff}"))).await?;
+            if gone.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let keys: Vec<String> =
+                gone.iter().map(|k| self.state_key(&view.name, &EntityKey::from_encoded(k.as_str().into()))).collect();
+            pipe.del(&keys).ignore();
+            pipe.zrem(&zkey, &gone).ignore();
+            self.query::<()>(&pipe).await?;
+            removed += gone.len();
+        }
+        Ok(removed)
+    }
+}
