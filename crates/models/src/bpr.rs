@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::Retriever;
 use crate::als::{check_csr, score_all};
 use crate::error::{Error, Result};
-use crate::io::{ArrayRef, Decoded, Persist, read_model, write_model};
+use crate::io::{Decoded, Persist, read_model, write_factor_model};
 use crate::linalg::dot;
 
 /// How negative items are drawn.
@@ -369,15 +369,8 @@ impl Persist for Bpr {
     const KIND: &'static str = "bpr";
 
     fn save(&self, w: &mut dyn Write) -> Result<()> {
-        let params = serde_json::to_value(&self.params).map_err(|e| Error::Format(e.to_string()))?;
-        let meta = serde_json::json!({ "n_users": self.n_users, "n_items": self.n_items });
-        write_model(
-            w,
-            Self::KIND,
-            params,
-            meta,
-            &[("user_factors", ArrayRef::F32(&self.user_factors)), ("item_factors", ArrayRef::F32(&self.item_factors))],
-        )
+        let sizes = (self.n_users, self.n_items);
+        write_factor_model(w, Self::KIND, &self.params, sizes, &self.user_factors, &self.item_factors)
     }
 
     fn load(r: &mut dyn Read) -> Result<Self> {

@@ -115,6 +115,27 @@ impl Decoded {
     }
 }
 
+/// Writes a matrix-factorisation model (ALS, BPR): parameters, sizes and the two row-major
+/// factor matrices, under the names their `from_decoded` reads.
+pub(crate) fn write_factor_model(
+    w: &mut dyn Write,
+    kind: &str,
+    params: &impl Serialize,
+    (n_users, n_items): (usize, usize),
+    user_factors: &[f32],
+    item_factors: &[f32],
+) -> Result<()> {
+    let params = serde_json::to_value(params).map_err(|e| Error::Format(e.to_string()))?;
+    let meta = serde_json::json!({ "n_users": n_users, "n_items": n_items });
+    write_model(
+        w,
+        kind,
+        params,
+        meta,
+        &[("user_factors", ArrayRef::F32(user_factors)), ("item_factors", ArrayRef::F32(item_factors))],
+    )
+}
+
 pub(crate) fn write_model(
     w: &mut dyn Write,
     kind: &str,

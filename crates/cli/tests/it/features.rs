@@ -1,20 +1,11 @@
 //! `cascade features training-set`: the Parquet file it writes, read back and checked value by
 //! value against what point-in-time semantics demand.
 
+use crate::{cascade, ok};
 use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn cascade(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cascade")).current_dir(dir).args(args).output().unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = cascade(dir, args);
-    assert!(out.status.success(), "cascade {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::process::Command;
 
 const DEFS: &str = r#"
 [features.user_tx]

@@ -1,18 +1,8 @@
-//! The `cascade` binary as a user drives it.
+//! Projects, import, generate, train, evaluate, candidates and serve, as a user drives them.
 
+use crate::{cascade, ok};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn cascade(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cascade")).current_dir(dir).args(args).output().unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = cascade(dir, args);
-    assert!(out.status.success(), "cascade {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn init_config_layers_and_errors() {
