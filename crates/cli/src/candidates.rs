@@ -79,7 +79,7 @@ pub fn run(project: &Project, args: &CandidatesArgs) -> Result<()> {
 /// The user's interactions in the log, as bundle item indices, oldest first (items the bundle
 /// does not know are skipped).
 fn user_history(project: &Project, user: &str, bundle: &LoadedBundle) -> Result<Vec<u32>> {
-    let store = crate::open_store(project)?;
+    let store = crate::open_store_read_only(project)?;
     let weights = &project.config.train.interactions;
     let mut history = Vec::new();
     for entry in store.read_from(store.log_stats()?.first_offset) {

@@ -18,7 +18,7 @@ pub struct LogData {
 /// Reads every event whose type is listed in `[train] interactions` (its weight becomes the
 /// row's `rating`), and the attribute tokens of every live item.
 pub fn from_log(project: &Project) -> Result<LogData> {
-    let store = crate::open_store(project)?;
+    let store = crate::open_store_read_only(project)?;
     let weights = &project.config.train.interactions;
     let mut rows = Vec::new();
     let mut hasher = DataHasher::default();

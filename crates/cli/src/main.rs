@@ -154,6 +154,14 @@ pub fn open_store(project: &Project) -> Result<cascade_store::Store> {
         .with_context(|| format!("opening the data directory {}", project.data_dir().display()))
 }
 
+/// The project's store as it stands, read-only: usable while `cascade serve` runs.
+pub fn open_store_read_only(project: &Project) -> Result<cascade_store::Store> {
+    let options = cascade_store::StoreOptions::from(&project.config.log);
+    cascade_store::Store::open_read_only(project.data_dir(), options).with_context(|| {
+        format!("reading the event log in {} (import or generate data first)", project.data_dir().display())
+    })
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -274,41 +274,51 @@ fn read_frame(r: &mut impl Read, body: &mut Vec<u8>) -> std::io::Result<Frame> {
     Ok(Frame::Ok { base, count })
 }
 
-/// Scans the active segment, truncating any torn or corrupt tail. Returns (file, next offset).
-fn recover_segment(dir: &Path, base: u64) -> Result<(File, u64)> {
-    let path = segment_path(dir, base);
-    let file_len = fs::metadata(&path).map_err(Error::io(&path))?.len();
+/// Finds the end of the valid frames of a segment: (byte position, next offset, file length).
+/// Reads only; a torn or corrupt tail simply ends the scan.
+fn scan_segment(path: &Path, base: u64) -> Result<(u64, u64, u64)> {
+    let file_len = fs::metadata(path).map_err(Error::io(path))?.len();
     if file_len < HEADER_LEN {
-        // Crashed while creating the segment: nothing in it was ever acknowledged.
-        tracing::warn!(path = %path.display(), "rewriting a segment with a torn header");
-        return Ok((create_segment(dir, base)?, base));
+        return Ok((0, base, file_len));
     }
-    let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(Error::io(&path))?;
-    let mut reader = BufReader::with_capacity(1 << 20, &mut file);
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(Error::io(path))?);
     let mut header = [0u8; HEADER_LEN as usize];
-    reader.read_exact(&mut header).map_err(Error::io(&path))?;
-    check_header(&path, &header)?;
+    reader.read_exact(&mut header).map_err(Error::io(path))?;
+    check_header(path, &header)?;
     let (mut pos, mut next) = (HEADER_LEN, base);
     let mut body = Vec::new();
     loop {
-        match read_frame(&mut reader, &mut body).map_err(Error::io(&path))? {
+        match read_frame(&mut reader, &mut body).map_err(Error::io(path))? {
             Frame::End => break,
             Frame::Ok { base: frame_base, count } if frame_base == next => {
                 pos += (FRAME_HEADER_LEN + body.len()) as u64;
                 next += u64::from(count);
             }
             Frame::Ok { base: frame_base, .. } => {
-                return Err(Error::corrupt(&path, pos, format!("frame offset {frame_base}, expected {next}")));
+                return Err(Error::corrupt(path, pos, format!("frame offset {frame_base}, expected {next}")));
             }
             Frame::Bad(reason) => {
-                tracing::warn!(path = %path.display(), position = pos, dropped_bytes = file_len - pos, %reason,
-                    "truncating the unacknowledged tail of the log");
+                tracing::debug!(path = %path.display(), position = pos, %reason, "end of valid frames");
                 break;
             }
         }
     }
-    drop(reader);
+    Ok((pos, next, file_len))
+}
+
+/// Scans the active segment, truncating any torn or corrupt tail. Returns (file, next offset).
+fn recover_segment(dir: &Path, base: u64) -> Result<(File, u64)> {
+    let path = segment_path(dir, base);
+    let (pos, next, file_len) = scan_segment(&path, base)?;
+    if file_len < HEADER_LEN {
+        // Crashed while creating the segment: nothing in it was ever acknowledged.
+        tracing::warn!(path = %path.display(), "rewriting a segment with a torn header");
+        return Ok((create_segment(dir, base)?, base));
+    }
+    let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(Error::io(&path))?;
     if pos < file_len {
+        tracing::warn!(path = %path.display(), position = pos, dropped_bytes = file_len - pos,
+            "truncating the unacknowledged tail of the log");
         file.set_len(pos).and_then(|()| file.sync_all()).map_err(Error::io(&path))?;
     }
     file.seek(SeekFrom::Start(pos)).map_err(Error::io(&path))?;
@@ -347,6 +357,26 @@ impl Log {
             .spawn(move || writer.run(&rx))
             .map_err(Error::io(&shared.dir))?;
         Ok(Log { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
+    }
+
+    /// Opens the log for reading only, as it stands now: no writer, no recovery, no lock, so it
+    /// can run beside the process that owns the log. Records appended later are not seen; an
+    /// unfinished tail frame (a write in flight) ends the log. Appends fail with [`Error::Closed`].
+    pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Log> {
+        let dir = dir.into();
+        let segments = list_segments(&dir)?;
+        let Some(&active) = segments.last() else {
+            return Err(Error::Io { path: dir, source: ErrorKind::NotFound.into() });
+        };
+        let (_, next, _) = scan_segment(&segment_path(&dir, active), active)?;
+        let shared = Arc::new(Shared {
+            dir,
+            next: Mutex::new(next),
+            committed: AtomicU64::new(next),
+            segments: RwLock::new(segments),
+            failed: Mutex::new(None),
+        });
+        Ok(Log { shared, tx: Mutex::new(None), writer: Mutex::new(None) })
     }
 
     pub fn dir(&self) -> &Path {

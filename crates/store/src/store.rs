@@ -64,8 +64,9 @@ impl Dedupe {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    /// Held for the store's lifetime: one process per data directory.
-    _lock: std::fs::File,
+    /// Held for the store's lifetime: one writing process per data directory. `None` when
+    /// opened read-only.
+    _lock: Option<std::fs::File>,
     log: Log,
     dedupe: Mutex<Dedupe>,
     catalogue: Arc<RwLock<Catalogue>>,
@@ -75,16 +76,32 @@ pub struct Store {
     /// it to recover; retention deletes nothing at or above the lowest.
     consumer_floors: Mutex<HashMap<String, u64>>,
     options: StoreOptions,
+    read_only: bool,
 }
 
 impl Store {
     /// Opens the store, recovering the log and rebuilding the dedupe index and catalogue.
     pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(crate::Error::io(&dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = std::fs::File::create(&lock_path).map_err(crate::Error::io(&lock_path))?;
-        lock.try_lock().map_err(|_| crate::Error::Locked(dir.clone()))?;
+        Self::open_mode(dir.into(), options, false)
+    }
+
+    /// Opens the store for reading only, beside the process that writes it (`cascade serve`):
+    /// no lock, no recovery, nothing written; the log and catalogue as of now. Appends fail.
+    /// For training, evaluation and inspection while the server runs.
+    pub fn open_read_only(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store> {
+        Self::open_mode(dir.into(), options, true)
+    }
+
+    fn open_mode(dir: PathBuf, options: StoreOptions, read_only: bool) -> Result<Store> {
+        let lock = if read_only {
+            None
+        } else {
+            std::fs::create_dir_all(&dir).map_err(crate::Error::io(&dir))?;
+            let lock_path = dir.join("LOCK");
+            let lock = std::fs::File::create(&lock_path).map_err(crate::Error::io(&lock_path))?;
+            lock.try_lock().map_err(|_| crate::Error::Locked(dir.clone()))?;
+            Some(lock)
+        };
         let catalogue = Arc::new(RwLock::new(Catalogue::default()));
         let hook_catalogue = catalogue.clone();
         let hook: CommitHook = Box::new(move |base, count, records| {
@@ -99,7 +116,11 @@ impl Store {
             }
             cat.applied_through = base + u64::from(count);
         });
-        let log = Log::open_with_hook(dir.join("log"), options.log.clone(), Some(hook))?;
+        let log = if read_only {
+            Log::open_read_only(dir.join("log"))?
+        } else {
+            Log::open_with_hook(dir.join("log"), options.log.clone(), Some(hook))?
+        };
 
         let mut snapshot = Catalogue::load(&dir)?;
         let (first, committed) = (log.first_offset(), log.committed());
@@ -136,6 +157,7 @@ impl Store {
             snapshot_offset: Mutex::new(snapshot_offset),
             consumer_floors: Mutex::new(HashMap::new()),
             options,
+            read_only,
         })
     }
 
@@ -255,6 +277,9 @@ impl Store {
     /// Snapshots the catalogue and applies retention, never deleting a record the latest snapshot
     /// or a consumer ([`Store::retain_from`]) still needs. Run it periodically and at shutdown.
     pub fn maintain(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         let snapshot = self.catalogue.read().expect("poisoned").clone();
         let floor = snapshot.applied_through;
         let mut last = self.snapshot_offset.lock().expect("poisoned");

@@ -99,6 +99,9 @@ fn serve_ingests_and_sigterm_flushes() {
             .status()
     });
     assert_eq!(status, 200);
+    // Training reads the log beside the running server (read-only, no lock).
+    let manifest: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["train", "--no-tune", "--json"])).unwrap();
+    assert_eq!(manifest["data"]["rows"], 1, "the served event is in the training data");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success(), "graceful exit: {rest:?}");

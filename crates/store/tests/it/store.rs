@@ -1,6 +1,7 @@
 use crate::{event, item};
 use cascade_core::Value;
 use cascade_store::{Outcome, Store, StoreOptions};
+use std::io::Write;
 
 #[test]
 fn duplicate_ids_are_stored_once_and_reported() {
@@ -111,4 +112,24 @@ fn a_second_process_cannot_open_the_same_directory() {
     assert!(matches!(err, cascade_store::Error::Locked(_)), "{err}");
     drop(store);
     Store::open(dir.path(), StoreOptions::default()).unwrap();
+}
+
+#[test]
+fn read_only_opens_beside_the_writer_and_sees_what_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    writer.append_blocking(&[item("i1", "One", false), event(Some("a"), 1), event(Some("b"), 2)]).unwrap();
+    let reader = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(reader.read_from(0).count(), 3);
+    assert_eq!(reader.item("i1").unwrap().attributes[0].1, Value::String("One".into()));
+    assert!(reader.append_blocking(&[event(Some("c"), 3)]).is_err(), "a read-only store refuses appends");
+    // A write in flight (a torn tail) is invisible to the reader and left for the writer.
+    let seg = std::fs::read_dir(dir.path().join("log")).unwrap().map(|e| e.unwrap().path()).max().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(&[99, 0, 0, 0, 1]).unwrap();
+    let reader = Store::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(reader.read_from(0).count(), 3);
+    reader.close().unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len + 5, "the reader wrote nothing");
+    assert!(!dir.path().join("catalogue.snapshot").exists(), "nor a snapshot");
 }
