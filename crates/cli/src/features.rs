@@ -30,26 +30,36 @@ pub enum FeaturesCommand {
     /// Benchmark the online store: update throughput and the latency of reading 50 features for
     /// 1 entity and for a ranker's batch of 500, embedded and Redis, on a synthetic log.
     Bench(BenchArgs),
+    /// Benchmark the point-in-time join of label rows against precomputed feature tables
+    /// (Parquet) on synthetic data: --generate the tables, then join them (timed). Compare with
+    /// Feast: crates/features/benches/feast_pit.py (docs/benchmarks.md).
+    BenchPit(pit::BenchPitArgs),
+    /// Benchmark the replay training-set build (all 50 features of `bench`, on its synthetic log)
+    /// and the online state's memory per million entities.
+    BenchReplay(pit::BenchReplayArgs),
 }
+
+#[path = "features_pit.rs"]
+mod pit;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
-    users: u64,
+    pub(crate) users: u64,
     #[arg(long, default_value_t = 5_000)]
-    items: u64,
+    pub(crate) items: u64,
     /// Events of the synthetic log (spread over 7 days).
     #[arg(long, default_value_t = 200_000)]
-    events: usize,
+    pub(crate) events: usize,
     /// Timed reads per case.
     #[arg(long, default_value_t = 2_000)]
-    reads: usize,
+    pub(crate) reads: usize,
     /// Redis for the Redis backend (a unique key prefix is used and deleted afterwards).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis: String,
+    pub(crate) redis: String,
     /// Embedded only.
     #[arg(long)]
-    no_redis: bool,
+    pub(crate) no_redis: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,14 +105,19 @@ pub struct TrainingSetArgs {
 }
 
 pub fn run(config: Option<&Path>, cmd: &FeaturesCommand) -> Result<()> {
-    if let FeaturesCommand::Bench(args) = cmd {
-        return bench::run(args);
+    match cmd {
+        FeaturesCommand::Bench(args) => return bench::run(args),
+        FeaturesCommand::BenchPit(args) => return pit::run(args),
+        FeaturesCommand::BenchReplay(args) => return pit::replay(args),
+        _ => {}
     }
     let project = &Project::load(config)?;
     match cmd {
         FeaturesCommand::TrainingSet(args) => training_set_cmd(project, args),
         FeaturesCommand::Audit(args) => audit_cmd(project, args),
-        FeaturesCommand::Bench(_) => unreachable!("handled above"),
+        FeaturesCommand::Bench(_) | FeaturesCommand::BenchPit(_) | FeaturesCommand::BenchReplay(_) => {
+            unreachable!("handled above")
+        }
         FeaturesCommand::Export(args) => {
             let root = project.data_dir().join("offline").join("events");
             let store = crate::open_store(project)?;
@@ -420,197 +435,10 @@ pub fn write_parquet(path: &Path, ts: &TrainingSet, context: &[String]) -> Resul
     Ok(())
 }
 
-/// The offline store's event files: `ROOT/day=YYYY-MM-DD/part-{first:020}-{last:020}.parquet`,
-/// where first..=last are the log offsets the file covers (its rows are the events of that day
-/// among them, sorted by event time then offset), and `ROOT/_next_offset`, the next log offset
-/// to export. A file whose range lies inside another file's range of the same day is a leftover
-/// of an interrupted compaction and is removed; so an interruption at any point loses or
-/// duplicates nothing.
-pub mod offline {
-    use anyhow::{Context, Result};
-    use arrow_array::builder::{Int64Builder, StringBuilder};
-    use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
-    use arrow_schema::{DataType, Field, Schema, TimeUnit};
-    use cascade_core::{Event, Record, Timestamp};
-    use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
-    use std::collections::BTreeMap;
-    use std::path::{Path, PathBuf};
-    use std::sync::Arc;
-
-    const NEXT: &str = "_next_offset";
-    const DAY_MS: i64 = 86_400_000;
-
-    pub fn schema() -> Arc<Schema> {
-        Arc::new(Schema::new(vec![
-            Field::new("offset", DataType::Int64, false),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
-            Field::new("type", DataType::Utf8, false),
-            Field::new("id", DataType::Utf8, true),
-            Field::new("user", DataType::Utf8, true),
-            Field::new("item", DataType::Utf8, true),
-            // The event's declared fields as a JSON object (types differ per event type).
-            Field::new("fields", DataType::Utf8, false),
-        ]))
-    }
-
-    fn day_dir(root: &Path, ts: i64) -> PathBuf {
-        let t = Timestamp(ts.div_euclid(DAY_MS) * DAY_MS).to_string();
-        root.join(format!("day={}", &t[..10]))
-    }
-
-    fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
-        let tmp = path.with_extension("parquet.tmp");
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
-        let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
-        w.write(batch)?;
-        w.close()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-        Ok(())
-    }
-
-    fn batch(events: &[(u64, Event)]) -> Result<RecordBatch> {
-        let (mut off, mut ty, mut id, mut user, mut item, mut fields) = (
-            Int64Builder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-        );
-        for (o, e) in events {
-            off.append_value(*o as i64);
-            ty.append_value(&e.event_type);
-            id.append_option(e.id.as_deref());
-            user.append_option(e.user.as_deref());
-            item.append_option(e.item.as_deref());
-            let obj: serde_json::Map<String, serde_json::Value> =
-                e.fields.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
-            fields.append_value(serde_json::Value::Object(obj).to_string());
-        }
-        let ts: TimestampMillisecondArray = events.iter().map(|(_, e)| Some(e.ts.0)).collect();
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(off.finish()),
-            Arc::new(ts.with_timezone("UTC")),
-            Arc::new(ty.finish()),
-            Arc::new(id.finish()),
-            Arc::new(user.finish()),
-            Arc::new(item.finish()),
-            Arc::new(fields.finish()),
-        ];
-        Ok(RecordBatch::try_new(schema(), cols)?)
-    }
-
-    /// Exports the events after the last export; returns (events, files written).
-    pub fn export(store: &cascade_store::Store, root: &Path) -> Result<(usize, usize)> {
-        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-        let next_path = root.join(NEXT);
-        let next: u64 = match std::fs::read_to_string(&next_path) {
-            Ok(s) => s.trim().parse().with_context(|| format!("{}: not an offset", next_path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", next_path.display())),
-        };
-        let first = next.max(store.log_stats()?.first_offset);
-        let mut days: BTreeMap<PathBuf, Vec<(u64, Event)>> = BTreeMap::new();
-        let mut end = first;
-        for entry in store.read_from(first) {
-            let (offset, record) = entry?;
-            end = offset + 1;
-            if let Record::Event(e) = record {
-                days.entry(day_dir(root, e.ts.0)).or_default().push((offset, e));
-            }
-        }
-        if end == first {
-            return Ok((0, 0));
-        }
-        let (mut rows, mut files) = (0, 0);
-        for (dir, mut events) in days {
-            events.sort_by_key(|(o, e)| (e.ts, *o));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            write(&dir.join(format!("part-{first:020}-{:020}.parquet", end - 1)), &batch(&events)?)?;
-            rows += events.len();
-            files += 1;
-        }
-        // Files first, then the offset: a crash in between re-exports the same range under the
-        // same names, overwriting, so nothing is duplicated.
-        let tmp = root.join(format!("{NEXT}.tmp"));
-        std::fs::write(&tmp, end.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &next_path).with_context(|| format!("writing {}", next_path.display()))?;
-        Ok((rows, files))
-    }
-
-    /// The parts of one day as (first, last, path), leftovers of an interrupted compaction
-    /// (ranges inside another part's range) removed.
-    pub fn parts(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
-        let mut parts = Vec::new();
-        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let Some(range) = name.strip_prefix("part-").and_then(|n| n.strip_suffix(".parquet")) else { continue };
-            let Some((a, b)) = range.split_once('-') else { continue };
-            if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
-                parts.push((a, b, path));
-            }
-        }
-        parts.sort();
-        let covered: Vec<(u64, u64)> = parts.iter().map(|p| (p.0, p.1)).collect();
-        let mut kept = Vec::new();
-        for (a, b, path) in parts {
-            if covered.iter().any(|&(x, y)| (x, y) != (a, b) && x <= a && b <= y) {
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            } else {
-                kept.push((a, b, path));
-            }
-        }
-        Ok(kept)
-    }
-
-    pub fn read(path: &Path) -> Result<Vec<RecordBatch>> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.build()?.collect::<Result<_, _>>()?)
-    }
-
-    /// Merges every day with more than one part into one part; returns (days compacted, parts merged).
-    pub fn compact(root: &Path) -> Result<(usize, usize)> {
-        let (mut days, mut merged) = (0, 0);
-        let Ok(entries) = std::fs::read_dir(root) else { return Ok((0, 0)) };
-        for entry in entries {
-            let dir = entry?.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            let parts = parts(&dir)?;
-            if parts.len() < 2 {
-                continue;
-            }
-            let mut batches = Vec::new();
-            for (_, _, p) in &parts {
-                batches.extend(read(p)?);
-            }
-            let all = arrow_select::concat::concat_batches(&schema(), &batches)?;
-            let ts = all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ts column");
-            let off = all.column(0).as_any().downcast_ref::<Int64Array>().expect("offset column");
-            let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
-            order.sort_by_key(|&i| (ts.value(i as usize), off.value(i as usize)));
-            let sorted = arrow_select::take::take_record_batch(&all, &UInt32Array::from(order))?;
-            let (first, last) =
-                (parts.iter().map(|p| p.0).min().unwrap_or(0), parts.iter().map(|p| p.1).max().unwrap_or(0));
-            write(&dir.join(format!("part-{first:020}-{last:020}.parquet")), &sorted)?;
-            for (_, _, p) in &parts {
-                std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
-            }
-            days += 1;
-            merged += parts.len();
-        }
-        Ok((days, merged))
-    }
-}
+pub use cascade_features::offline;
 
 /// `cascade features bench`: needs no project; everything is synthetic and in a temporary dir.
-mod bench {
+pub(crate) mod bench {
     use super::BenchArgs;
     use anyhow::Result;
     use cascade_core::{Config, Event, Record, Timestamp, Value};
@@ -671,6 +499,11 @@ mod bench {
     }
 
     fn log(args: &BenchArgs) -> Vec<(u64, Record)> {
+        log_iter(args).collect()
+    }
+
+    /// The synthetic log, generated as it is consumed.
+    pub fn log_iter(args: &BenchArgs) -> impl Iterator<Item = (u64, Record)> + use<> {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = move || {
             x ^= x << 13;
@@ -679,25 +512,24 @@ mod bench {
             x
         };
         let step = 7 * DAY / args.events.max(1) as i64;
-        (0..args.events)
-            .map(|i| {
-                let r = next();
-                let (event_type, fields) = match r % 10 {
-                    0 => ("purchase", vec![("price".to_string(), Value::Float(((r >> 40) % 10_000) as f64 / 100.0))]),
-                    1..=3 => ("play", vec![]),
-                    _ => ("click", vec![]),
-                };
-                let e = Event {
-                    id: None,
-                    event_type: event_type.into(),
-                    ts: Timestamp(START + i as i64 * step),
-                    user: Some(format!("u{}", (r >> 8) % args.users)),
-                    item: Some(format!("i{}", (r >> 24) % args.items)),
-                    fields,
-                };
-                (i as u64, Record::Event(e))
-            })
-            .collect()
+        let (users, items) = (args.users, args.items);
+        (0..args.events).map(move |i| {
+            let r = next();
+            let (event_type, fields) = match r % 10 {
+                0 => ("purchase", vec![("price".to_string(), Value::Float(((r >> 40) % 10_000) as f64 / 100.0))]),
+                1..=3 => ("play", vec![]),
+                _ => ("click", vec![]),
+            };
+            let e = Event {
+                id: None,
+                event_type: event_type.into(),
+                ts: Timestamp(START + i as i64 * step),
+                user: Some(format!("u{}", (r >> 8) % users)),
+                item: Some(format!("i{}", (r >> 24) % items)),
+                fields,
+            };
+            (i as u64, Record::Event(e))
+        })
     }
 
     fn quantile(sorted: &[Duration], q: f64) -> Duration {

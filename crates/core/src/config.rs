@@ -118,6 +118,10 @@ pub struct FeaturesStoreConfig {
     /// Share of `POST /v1/features` requests whose served vectors are logged to
     /// `data_dir/feature_vectors.ndjson` for `cascade features audit` (0 = off, 1 = all).
     pub vector_log_sample_rate: f64,
+    /// How often `cascade serve` lands new events in the offline store (the day-partitioned
+    /// Parquet files of `cascade features export`, compacted); zero disables it.
+    #[serde(with = "duration_str")]
+    pub offline_export_interval: Duration,
 }
 
 impl Default for FeaturesStoreConfig {
@@ -130,6 +134,7 @@ impl Default for FeaturesStoreConfig {
             checkpoint_interval: Duration::from_secs(30),
             max_entities_per_request: 1000,
             vector_log_sample_rate: 0.0,
+            offline_export_interval: Duration::from_secs(300),
         }
     }
 }

@@ -30,6 +30,11 @@ pub enum FeatureError {
     OffsetGap { expected: u64, got: u64 },
     #[error(transparent)]
     Store(#[from] cascade_store::Error),
+    /// Writing or reading the offline store's Parquet files.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
 }
 
 /// What a caller can do about an error; a server maps it to a status.
@@ -63,7 +68,9 @@ impl FeatureError {
             FeatureError::Io { .. }
             | FeatureError::Corrupt { .. }
             | FeatureError::OffsetGap { .. }
-            | FeatureError::Store(_) => ErrorKind::Internal,
+            | FeatureError::Store(_)
+            | FeatureError::Parquet(_)
+            | FeatureError::Arrow(_) => ErrorKind::Internal,
         }
     }
 }

@@ -15,6 +15,9 @@
 //!   replaying that prefix of the log; any difference is skew and is reported.
 //! - [`training_set`] — label rows joined point-in-time by replaying the log through the same
 //!   state code (`state::EntityState::apply` is the only place state changes).
+//! - [`as_of_join`] — label rows joined point-in-time against precomputed feature tables
+//!   (Feast's `get_historical_features`, strictly before `T`), a sort-merge over sorted arrays.
+//! - [`offline`] — the offline store: the log's events as day-partitioned Parquet.
 //!
 //! # State layout
 //!
@@ -132,17 +135,20 @@
 //! assert_eq!(rows.rows[0].values[0].value, Some(Value::Int(1)));
 //! ```
 
+mod asof;
 mod audit;
 mod codec;
 mod def;
 mod engine;
 mod error;
 mod key;
+pub mod offline;
 mod online;
 mod online_store;
 mod replay;
 mod state;
 
+pub use asof::as_of_join;
 pub use audit::{AuditReport, LoggedValue, LoggedVector, Mismatch, audit, context_value};
 pub use def::{Column, FeatureSet, Selection};
 pub use engine::{Engine, ViewStats};

@@ -149,8 +149,39 @@ pub async fn run(
             }
         })
     };
+    // The continuous offline store: new events into day-partitioned Parquet, compacted. Stopped
+    // between rounds, so a round in progress finishes before the log is closed.
+    let (stop_export, mut export_stopped) = tokio::sync::oneshot::channel::<()>();
+    let offline_export = (!config.features_store.offline_export_interval.is_zero()).then(|| {
+        let store = store.clone();
+        let root = store.dir().join("offline").join("events");
+        let mut tick = tokio::time::interval(config.features_store.offline_export_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::spawn(async move {
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut export_stopped => return,
+                }
+                let (store, root) = (store.clone(), root.clone());
+                let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let now = cascade_core::Timestamp(i64::try_from(ms.as_millis()).unwrap_or(i64::MAX));
+                match tokio::task::spawn_blocking(move || cascade_features::offline::maintain(&store, &root, now)).await
+                {
+                    Ok(Ok((rows, merged))) => tracing::debug!(rows, merged, "offline store: exported and compacted"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "offline store export failed"),
+                    Err(e) => tracing::error!(error = %e, "offline store export panicked"),
+                }
+            }
+        })
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     maintenance.abort();
+    let _ = stop_export.send(());
+    if let Some(task) = offline_export {
+        let _ = task.await;
+    }
     tail.abort();
     let _ = tail.await;
     features::checkpoint_now(&store, &online).await;

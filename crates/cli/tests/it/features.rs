@@ -266,3 +266,102 @@ fn served_vectors_are_logged_and_audited_with_zero_mismatches() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("1 mismatches") && stdout.contains("vector 1 user_tx:tx_1h"), "{stdout}");
 }
+
+/// Polls `check` every 50 ms for up to 20 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn serve_lands_events_in_the_offline_store_continuously() {
+    use std::io::{BufRead, BufReader};
+    let dir = project();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .current_dir(dir.path())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("CASCADE__FEATURES_STORE__OFFLINE_EXPORT_INTERVAL", "100ms")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("cascade serving on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let root = dir.path().join("data/offline/events");
+    let old_day = root.join("day=2023-11-14");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let post = |body: String| {
+        rt.block_on(async {
+            let r = reqwest::Client::new().post(format!("{url}/v1/events")).header("content-type", "application/json");
+            assert_eq!(r.body(body).send().await.unwrap().status(), 200);
+        })
+    };
+    // (parts, rows) of a day; None while a compaction removes a file under the reader.
+    let count = |dir: &Path| -> Option<(usize, usize)> {
+        let (mut parts, mut rows) = (0, 0);
+        for entry in std::fs::read_dir(dir).ok()? {
+            let path = entry.ok()?.path();
+            if path.extension() == Some("parquet".as_ref()) {
+                let file = std::fs::File::open(&path).ok()?;
+                let meta = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+                parts += 1;
+                rows += meta.metadata().file_metadata().num_rows() as usize;
+            }
+        }
+        Some((parts, rows))
+    };
+    // The imported events are exported without any command.
+    eventually("the imported events", || count(&old_day) == Some((1, 4)));
+    // Posted events land in their own day's file.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    post(format!("[{}, {}]", tx(now - 60_000, "u1", 4.0, "d1"), tx(now - 30_000, "u2", 1.0, "d2")));
+    let days = |root: &Path| -> Vec<std::path::PathBuf> {
+        let mut d: Vec<_> =
+            std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+        d.sort();
+        d
+    };
+    eventually("the posted events", || days(&root).iter().map(|d| day(d).0.len()).sum::<usize>() == 6);
+    let today = days(&root).into_iter().find(|d| *d != old_day).expect("a second day");
+    let mut got = day(&today).0;
+    got.sort();
+    assert_eq!(got, vec![(4, now - 60_000), (5, now - 30_000)]);
+    // A late event for an earlier day adds a part there, which the next round compacts away.
+    post(format!("[{}]", tx(T0 + 40 * MIN, "u3", 3.0, "d4")));
+    eventually("the late event, compacted", || count(&old_day) == Some((1, 5)));
+    assert_eq!(
+        day(&old_day).0,
+        vec![(0, T0 + 10 * MIN), (1, T0 + 20 * MIN), (2, T0 + 30 * MIN), (6, T0 + 40 * MIN), (3, T0 + 90 * MIN)]
+    );
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "graceful exit: {rest:?}");
+    // The CLI export continues where the server stopped: nothing is exported twice.
+    assert!(ok(dir.path(), &["features", "export"]).contains("exported 0 events"));
+}
+
+#[test]
+fn bench_pit_joins_one_row_per_label_row() {
+    // Untimed smoke test of the benchmark's data path (figures: docs/benchmarks.md).
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("pit");
+    let d = d.to_str().unwrap();
+    let small = ["--labels", "500", "--rows", "2000", "--views", "3", "--features", "7", "--entities", "50"];
+    ok(dir.path(), &[&["features", "bench-pit", "--generate", "--dir", d][..], &small[..]].concat());
+    let out = ok(dir.path(), &["features", "bench-pit", "--dir", d]);
+    assert!(out.contains("500 label rows x 7 features (3 views)"), "{out}");
+    let b = read(&dir.path().join("pit/cascade_out.parquet"));
+    assert_eq!(b.num_rows(), 500);
+    let ids = col::<Int64Array>(&b, "row_id");
+    assert!((0..500).all(|i| ids.value(i) == i as i64), "label order kept");
+    assert!(b.column_by_name("f_2_1").is_some() && b.column_by_name("f_0_2").is_some());
+}

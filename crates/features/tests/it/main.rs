@@ -2,6 +2,7 @@
 //! recovery with a real SIGKILL, property tests of the replay against a brute-force oracle, and the
 //! online store suite run against both backends.
 
+mod asof;
 mod behaviour;
 mod checkpoint;
 mod crash;
