@@ -85,19 +85,45 @@ fn batch(events: &[(u64, Event)]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema(), cols)?)
 }
 
+/// The name under which the offline export holds back log retention ([`cascade_store::Store::retain_from`]).
+pub const RETENTION_CONSUMER: &str = "offline-export";
+
+/// The next log offset to export, as recorded under `root` (0 before the first export).
+fn next_offset(root: &Path) -> Result<u64> {
+    let next_path = root.join(NEXT);
+    match std::fs::read_to_string(&next_path) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| FeatureError::Corrupt { path: next_path.clone(), reason: format!("not an offset: {s:?}") }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(FeatureError::io(&next_path)(e)),
+    }
+}
+
+/// Tells the store not to delete log records the export has not written yet. Call it when a
+/// process that exports starts, before its first retention pass; [`export`] renews it.
+pub fn hold_retention(store: &cascade_store::Store, root: &Path) -> Result<()> {
+    store.retain_from(RETENTION_CONSUMER, next_offset(root)?);
+    Ok(())
+}
+
 /// Exports the events after the last export; returns (events, files written).
 pub fn export(store: &cascade_store::Store, root: &Path) -> Result<(usize, usize)> {
     std::fs::create_dir_all(root).map_err(FeatureError::io(&root))?;
     let next_path = root.join(NEXT);
-    let next: u64 = match std::fs::read_to_string(&next_path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| FeatureError::Corrupt { path: next_path.clone(), reason: format!("not an offset: {s:?}") })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(FeatureError::io(&next_path)(e)),
-    };
-    let first = next.max(store.log_stats()?.first_offset);
+    let next = next_offset(root)?;
+    store.retain_from(RETENTION_CONSUMER, next);
+    let retained = store.log_stats()?.first_offset;
+    if next < retained {
+        // Only possible when the export was off or not running while retention ran.
+        tracing::warn!(
+            from = next,
+            to = retained,
+            "offline store: these log records were deleted by retention before export"
+        );
+    }
+    let first = next.max(retained);
     let mut days: BTreeMap<PathBuf, Vec<(u64, Event)>> = BTreeMap::new();
     let mut end = first;
     for entry in store.read_from(first) {
@@ -123,6 +149,7 @@ pub fn export(store: &cascade_store::Store, root: &Path) -> Result<(usize, usize
     let tmp = root.join(format!("{NEXT}.tmp"));
     std::fs::write(&tmp, end.to_string()).map_err(FeatureError::io(&tmp))?;
     std::fs::rename(&tmp, &next_path).map_err(FeatureError::io(&next_path))?;
+    store.retain_from(RETENTION_CONSUMER, end);
     Ok((rows, files))
 }
 

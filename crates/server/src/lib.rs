@@ -155,6 +155,10 @@ pub async fn run(
     let offline_export = (!config.features_store.offline_export_interval.is_zero()).then(|| {
         let store = store.clone();
         let root = store.dir().join("offline").join("events");
+        // Before the first retention pass: nothing not yet exported may be deleted.
+        if let Err(e) = cascade_features::offline::hold_retention(&store, &root) {
+            tracing::error!(error = %e, "offline store: cannot read its export position");
+        }
         let mut tick = tokio::time::interval(config.features_store.offline_export_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::spawn(async move {

@@ -6,6 +6,7 @@ mod asof;
 mod behaviour;
 mod checkpoint;
 mod crash;
+mod offline;
 mod online_store;
 mod oracle;
 
