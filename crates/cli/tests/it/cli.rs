@@ -1,8 +1,8 @@
 //! Projects, import, generate, train, evaluate, candidates and serve, as a user drives them.
 
 use crate::{cascade, ok};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 
 #[test]
 fn init_config_layers_and_errors() {
@@ -73,19 +73,8 @@ fn import_csv_fail_writes_nothing_and_skip_reports_lines() {
 fn serve_ingests_and_sigterm_flushes() {
     let dir = tempfile::tempdir().unwrap();
     ok(dir.path(), &["init", "."]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
-        .current_dir(dir.path())
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("cascade serving on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let server = crate::serve(dir.path(), &[]);
+    let url = server.url.clone();
     let body = r#"[{"id":"a","type":"like","ts":"2024-01-01T00:00:00Z","user":"u","item":"i"}]"#;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let status = rt.block_on(async {
@@ -102,9 +91,7 @@ fn serve_ingests_and_sigterm_flushes() {
     // Training reads the log beside the running server (read-only, no lock).
     let manifest: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["train", "--no-tune", "--json"])).unwrap();
     assert_eq!(manifest["data"]["rows"], 1, "the served event is in the training data");
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success(), "graceful exit: {rest:?}");
+    let rest = server.stop();
     assert!(rest.iter().any(|l| l.contains("flushed")), "{rest:?}");
     // The data directory is released and holds the event.
     let summary: serde_json::Value =

@@ -5,7 +5,6 @@ use crate::{cascade, ok};
 use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
-use std::process::Command;
 
 const DEFS: &str = r#"
 [features.user_tx]
@@ -200,22 +199,9 @@ fn export_lands_events_by_day_incrementally_and_compacts() {
 
 #[test]
 fn served_vectors_are_logged_and_audited_with_zero_mismatches() {
-    use std::io::{BufRead, BufReader};
     let dir = project();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
-        .current_dir(dir.path())
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("CASCADE__FEATURES_STORE__VECTOR_LOG_SAMPLE_RATE", "1.0")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("cascade serving on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let server = crate::serve(dir.path(), &[("CASCADE__FEATURES_STORE__VECTOR_LOG_SAMPLE_RATE", "1.0")]);
+    let url = server.url.clone();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -246,9 +232,7 @@ fn served_vectors_are_logged_and_audited_with_zero_mismatches() {
         post("/v1/events", format!("[{}]", tx(now - 20_000, "u1", 8.0, "d9"))).await;
         post("/v1/features", read.to_string()).await;
     });
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success(), "graceful exit: {rest:?}");
+    server.stop();
 
     let log = dir.path().join("data/feature_vectors.ndjson");
     let logged = std::fs::read_to_string(&log).unwrap();
@@ -280,22 +264,9 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn serve_lands_events_in_the_offline_store_continuously() {
-    use std::io::{BufRead, BufReader};
     let dir = project();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
-        .current_dir(dir.path())
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("CASCADE__FEATURES_STORE__OFFLINE_EXPORT_INTERVAL", "100ms")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("cascade serving on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let server = crate::serve(dir.path(), &[("CASCADE__FEATURES_STORE__OFFLINE_EXPORT_INTERVAL", "100ms")]);
+    let url = server.url.clone();
     let root = dir.path().join("data/offline/events");
     let old_day = root.join("day=2023-11-14");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -342,9 +313,7 @@ fn serve_lands_events_in_the_offline_store_continuously() {
         day(&old_day).0,
         vec![(0, T0 + 10 * MIN), (1, T0 + 20 * MIN), (2, T0 + 30 * MIN), (6, T0 + 40 * MIN), (3, T0 + 90 * MIN)]
     );
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success(), "graceful exit: {rest:?}");
+    server.stop();
     // The CLI export continues where the server stopped: nothing is exported twice.
     assert!(ok(dir.path(), &["features", "export"]).contains("exported 0 events"));
 }
