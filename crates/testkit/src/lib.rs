@@ -69,6 +69,7 @@
 
 mod alias;
 mod catalogue;
+pub mod child;
 mod json;
 mod stream;
 #[cfg(test)]

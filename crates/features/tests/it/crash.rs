@@ -9,8 +9,8 @@ use crate::checkpoint::{DEFS, assert_same_reads, workload};
 use crate::features;
 use cascade_features::OnlineEngine;
 use cascade_store::{Store, StoreOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use cascade_testkit::child::TestChild;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const ENV_DIR: &str = "CASCADE_FEATURES_CRASH_DIR";
@@ -46,33 +46,16 @@ fn recovery_after_sigkill_reads_exactly_like_an_uninterrupted_run() {
         }
         store.close().unwrap();
     }
-    let exe = std::env::current_exe().unwrap();
     let mut last_acked = 0u64;
     let mut kills = 0;
     for (run, kill_after) in [5usize, 23, 41].into_iter().enumerate() {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash::child_consumer", "--nocapture", "--test-threads=1"])
-            .env(ENV_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let child = TestChild::spawn("crash::child_consumer", &[(ENV_DIR, dir.path().into())]);
         let started = Instant::now();
         let mut seen = 0;
         let mut finished = false;
         while seen < kill_after && started.elapsed() < Duration::from_secs(60) {
-            match rx.recv_timeout(Duration::from_secs(10)) {
-                Ok(line) => {
+            match child.next_line(Duration::from_secs(10)) {
+                Some(line) => {
                     if let Some(start) = line.strip_prefix("start ") {
                         let start: u64 = start.parse().unwrap();
                         assert!(start >= last_acked, "run {run} resumed at {start}, before checkpoint {last_acked}");
@@ -83,17 +66,14 @@ fn recovery_after_sigkill_reads_exactly_like_an_uninterrupted_run() {
                         finished |= last_acked == EVENTS as u64;
                     }
                 }
-                Err(_) => break,
+                None => break,
             }
         }
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
-        for line in rx.try_iter().chain(std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(100)).ok())) {
+        for line in child.kill() {
             if let Some(at) = line.strip_prefix("at ") {
                 last_acked = at.parse().unwrap();
             }
         }
-        reader.join().unwrap();
         assert!(seen >= 1, "run {run}: the child made no progress");
         kills += usize::from(!finished);
     }

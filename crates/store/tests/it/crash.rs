@@ -8,9 +8,9 @@
 use crate::event;
 use cascade_core::Record;
 use cascade_store::{Outcome, Store, StoreOptions};
+use cascade_testkit::child::TestChild;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 const ENV_DIR: &str = "CASCADE_CRASH_CHILD_DIR";
@@ -63,50 +63,30 @@ fn child_writer() {
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: HashSet<String> = HashSet::new();
     for run in 0..4 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "crash::child_writer", "--nocapture", "--test-threads=1"])
-            .env(ENV_DIR, dir.path())
-            .env(ENV_RUN, run.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let child =
+            TestChild::spawn("crash::child_writer", &[(ENV_DIR, dir.path().into()), (ENV_RUN, run.to_string().into())]);
         // Kill after a varying number of acknowledgements, so the kill lands mid-storm.
         let target = 100 + run * 137;
         let started = Instant::now();
         let mut acks = 0;
         while acks < target && started.elapsed() < Duration::from_secs(60) {
-            match rx.recv_timeout(Duration::from_secs(5)) {
-                Ok(line) if line.starts_with("ack ") => {
+            match child.next_line(Duration::from_secs(5)) {
+                Some(line) if line.starts_with("ack ") => {
                     acks += 1;
                     record_ack(&line, run, &mut acked);
                 }
-                Ok(_) => {}
-                Err(_) => break,
+                Some(_) => {}
+                None => break,
             }
         }
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
         // Acks printed before the kill are acknowledgements too.
-        for line in rx.try_iter().chain(std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(200)).ok())) {
+        for line in child.kill() {
             if line.starts_with("ack ") {
                 record_ack(&line, run, &mut acked);
             }
         }
-        reader.join().unwrap();
         assert!(acks >= 50, "run {run}: the child acknowledged only {acks} batches");
     }
 
