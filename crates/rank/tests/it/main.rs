@@ -1,1 +1,7 @@
 //! Integration tests of the rankers.
+
+mod calibration;
+mod gbdt;
+mod import;
+mod linear;
+mod shap;

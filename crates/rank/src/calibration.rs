@@ -1,0 +1,1 @@
+//! Score calibration: Platt scaling and isotonic regression.

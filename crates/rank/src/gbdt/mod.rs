@@ -1,0 +1,1 @@
+//! Gradient-boosted trees: histogram-based training for LambdaMART and binary log-loss.

@@ -1,0 +1,1 @@
+//! Importers for models trained elsewhere: LightGBM text models and XGBoost JSON models.

@@ -1,0 +1,1 @@
+//! The light ranker: a linear model over cheap features.

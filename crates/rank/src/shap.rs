@@ -1,0 +1,1 @@
+//! TreeSHAP explanations of forest predictions.
