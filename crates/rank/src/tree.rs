@@ -47,8 +47,9 @@ pub struct Node {
     pub cover: f64,
 }
 
-/// LightGBM's `kZeroThreshold`: values this close to zero count as zero for `Missing::Zero`.
-const ZERO_THRESHOLD: f64 = 1e-35;
+/// LightGBM's `kZeroThreshold` (a C `float`, hence the cast): values this close to zero count
+/// as zero for `Missing::Zero`.
+const ZERO_THRESHOLD: f64 = 1e-35_f32 as f64;
 
 impl Node {
     /// True when `x` (this node's feature value) goes left.
@@ -217,9 +218,19 @@ impl Forest {
     }
 
     /// Raw scores of every row of a row-major matrix with `n_features()` columns.
+    ///
+    /// Same results as [`Forest::predict_raw`] per row, faster: the forest is first copied into a
+    /// compact layout (24-byte nodes, categories as bitsets), then scored tree by tree over blocks
+    /// of rows so each tree's nodes stay in cache while a block passes through.
     pub fn predict_raw_batch(&self, values: &[f64]) -> Vec<f64> {
         let n = self.n_features().max(1);
-        values.chunks_exact(n).map(|row| self.predict_raw(row)).collect()
+        let flat = Flat::new(self);
+        let mut out = vec![self.base_score; values.len() / n];
+        const BLOCK: usize = 64;
+        for (rows, scores) in values.chunks(BLOCK * n).zip(out.chunks_mut(BLOCK)) {
+            flat.add_scores(rows, n, scores);
+        }
+        out
     }
 
     /// Total split gain per feature.
@@ -242,6 +253,176 @@ impl Forest {
             }
         }
         Ok(())
+    }
+}
+
+/// What a [`FlatNode`] compares (see [`Node::goes_left`]; the two must agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `Split::Le` with `Missing::NaN`.
+    LeNaN,
+    LeAsZero,
+    LeZero,
+    Lt,
+    /// `Split::In` with the categories as a bitset: `cats[start..start + len]` words.
+    InBits,
+    /// `Split::In` with categories too large for a bitset: sorted ids `cat_ids[start..start + len]`.
+    InList,
+}
+
+/// A node of the compact scoring layout: 24 bytes, children global (`< 0` is `!leaf`).
+#[derive(Debug, Clone, Copy)]
+struct FlatNode {
+    /// The threshold, or for categorical splits `start` in the low and `len` in the high 32 bits.
+    threshold: f64,
+    feature: u32,
+    children: [Child; 2],
+    op: Op,
+    default_left: bool,
+}
+
+/// All trees of a forest in one compact layout, for batch scoring.
+#[derive(Debug)]
+struct Flat {
+    nodes: Vec<FlatNode>,
+    leaves: Vec<f64>,
+    /// Per tree, the root (a node index, or `!leaf` for a tree without splits).
+    roots: Vec<Child>,
+    cats: Vec<u64>,
+    cat_ids: Vec<u32>,
+}
+
+/// Categorical splits whose largest id is below this are bitsets (at most 64 words).
+const BITSET_LIMIT: u32 = 4096;
+
+impl Flat {
+    fn new(forest: &Forest) -> Flat {
+        let n_nodes = forest.trees.iter().map(|t| t.nodes.len()).sum();
+        let n_leaves = forest.trees.iter().map(|t| t.leaves.len()).sum();
+        let mut flat = Flat {
+            nodes: Vec::with_capacity(n_nodes),
+            leaves: Vec::with_capacity(n_leaves),
+            roots: Vec::with_capacity(forest.trees.len()),
+            cats: Vec::new(),
+            cat_ids: Vec::new(),
+        };
+        for tree in &forest.trees {
+            let (node_base, leaf_base) = (flat.nodes.len() as Child, flat.leaves.len() as Child);
+            let global = |c: Child| if c >= 0 { c + node_base } else { !(!c + leaf_base) };
+            flat.roots.push(if tree.nodes.is_empty() { !leaf_base } else { node_base });
+            flat.leaves.extend_from_slice(&tree.leaves);
+            for node in &tree.nodes {
+                let (op, threshold) = match (&node.split, node.missing) {
+                    (Split::Le { threshold }, Missing::NaN) => (Op::LeNaN, *threshold),
+                    (Split::Le { threshold }, Missing::AsZero) => (Op::LeAsZero, *threshold),
+                    (Split::Le { threshold }, Missing::Zero) => (Op::LeZero, *threshold),
+                    (Split::Lt { threshold }, _) => (Op::Lt, f64::from(*threshold)),
+                    (Split::In { categories }, _) => {
+                        let max = categories.last().copied().unwrap_or(0);
+                        if max < BITSET_LIMIT {
+                            let start = flat.cats.len();
+                            let words = max as usize / 64 + 1;
+                            flat.cats.resize(start + words, 0);
+                            for &c in categories {
+                                flat.cats[start + c as usize / 64] |= 1 << (c % 64);
+                            }
+                            (Op::InBits, f64::from_bits((words as u64) << 32 | start as u64))
+                        } else {
+                            let start = flat.cat_ids.len();
+                            flat.cat_ids.extend_from_slice(categories);
+                            (Op::InList, f64::from_bits((categories.len() as u64) << 32 | start as u64))
+                        }
+                    }
+                };
+                flat.nodes.push(FlatNode {
+                    threshold,
+                    feature: node.feature,
+                    children: [global(node.left), global(node.right)],
+                    op,
+                    default_left: node.default_left,
+                });
+            }
+        }
+        flat
+    }
+
+    #[inline(always)]
+    fn goes_left(&self, node: &FlatNode, x: f64) -> bool {
+        match node.op {
+            // NaN compares false, so `x <= t` alone is right for NaN going right.
+            Op::LeNaN => (x <= node.threshold) | (x.is_nan() & node.default_left),
+            Op::LeAsZero => (if x.is_nan() { 0.0 } else { x }) <= node.threshold,
+            Op::LeZero => {
+                if x.is_nan() || x.abs() <= ZERO_THRESHOLD {
+                    node.default_left
+                } else {
+                    x <= node.threshold
+                }
+            }
+            Op::Lt => {
+                if x.is_nan() {
+                    node.default_left
+                } else {
+                    f64::from(x as f32) < node.threshold
+                }
+            }
+            Op::InBits | Op::InList => {
+                if x.is_nan() {
+                    return node.default_left;
+                }
+                if x < 0.0 {
+                    return false;
+                }
+                let Ok(c) = u32::try_from(x as u64) else { return false };
+                let bits = node.threshold.to_bits();
+                let (start, len) = ((bits & 0xFFFF_FFFF) as usize, (bits >> 32) as usize);
+                if node.op == Op::InBits {
+                    let word = c as usize / 64;
+                    word < len && self.cats[start + word] >> (c % 64) & 1 == 1
+                } else {
+                    self.cat_ids[start..start + len].binary_search(&c).is_ok()
+                }
+            }
+        }
+    }
+
+    /// Adds every tree's leaf value to `scores`, one score per row of `rows` (`n` columns).
+    fn add_scores(&self, rows: &[f64], n: usize, scores: &mut [f64]) {
+        for &root in &self.roots {
+            if root < 0 {
+                let v = self.leaves[!root as usize];
+                scores.iter_mut().for_each(|s| *s += v);
+                continue;
+            }
+            // LANES rows walk the tree in lock step: their node loads overlap, and the loop exit
+            // (a mispredicted branch per walk) is paid once per LANES rows.
+            const LANES: usize = 4;
+            let mut quads = rows.chunks_exact(LANES * n);
+            let mut quad_scores = scores.chunks_exact_mut(LANES);
+            for (quad, s) in (&mut quads).zip(&mut quad_scores) {
+                let mut at = [root; LANES];
+                while at.iter().any(|&a| a >= 0) {
+                    for k in 0..LANES {
+                        if at[k] >= 0 {
+                            let node = &self.nodes[at[k] as usize];
+                            let x = quad[k * n + node.feature as usize];
+                            at[k] = node.children[usize::from(!self.goes_left(node, x))];
+                        }
+                    }
+                }
+                for k in 0..LANES {
+                    s[k] += self.leaves[!at[k] as usize];
+                }
+            }
+            for (row, score) in quads.remainder().chunks_exact(n).zip(quad_scores.into_remainder()) {
+                let mut at = root;
+                while at >= 0 {
+                    let node = &self.nodes[at as usize];
+                    at = node.children[usize::from(!self.goes_left(node, row[node.feature as usize]))];
+                }
+                *score += self.leaves[!at as usize];
+            }
+        }
     }
 }
 
@@ -287,6 +468,68 @@ mod tests {
         assert_eq!(t.predict(&[2.0]), 1.0);
         assert_eq!(t.predict(&[-1.0]), 1.0);
         assert_eq!(t.predict(&[f64::NAN]), 1.0);
+    }
+
+    #[test]
+    fn batch_scoring_matches_single_rows_for_every_split_kind() {
+        let mut trees = vec![
+            stump(Split::Le { threshold: 0.5 }, Missing::NaN, true),
+            stump(Split::Le { threshold: 0.5 }, Missing::NaN, false),
+            stump(Split::Le { threshold: -0.5 }, Missing::AsZero, false),
+            stump(Split::Le { threshold: 0.5 }, Missing::Zero, false),
+            stump(Split::Lt { threshold: 0.1f32 }, Missing::NaN, true),
+            stump(Split::In { categories: vec![1, 4, 70, 200] }, Missing::NaN, true),
+            stump(Split::In { categories: vec![3, 5_000_000] }, Missing::NaN, false),
+            Tree::constant(0.25, 1.0),
+        ];
+        // A deeper tree: the root's right child is a node.
+        let mut deep = stump(Split::Le { threshold: 0.0 }, Missing::NaN, false);
+        deep.nodes[0].right = 1;
+        deep.nodes.push(Node { left: !1, right: !2, ..deep.nodes[0].clone() });
+        deep.nodes[1].split = Split::Le { threshold: 2.0 };
+        deep.leaves.push(3.0);
+        deep.leaf_cover.push(1.0);
+        trees.push(deep);
+        for (i, t) in trees.iter_mut().enumerate() {
+            for (j, v) in t.leaves.iter_mut().enumerate() {
+                *v += (i * 10 + j) as f64 * 0.01;
+            }
+        }
+        let forest =
+            Forest { feature_names: vec!["x".into()], objective: Objective::Regression, base_score: 0.5, trees };
+        let xs = [
+            f64::NAN,
+            0.0,
+            -0.0,
+            1e-36,
+            0.09,
+            0.1,
+            0.5,
+            0.6,
+            -0.5,
+            -1.0,
+            1.0,
+            3.0,
+            4.0,
+            4.9,
+            70.0,
+            200.0,
+            201.0,
+            5_000_000.0,
+            5e9,
+            3.0,
+            2.0,
+            -3.0,
+        ];
+        let single: Vec<f64> = xs.iter().map(|&x| forest.predict_raw(&[x])).collect();
+        let batch = forest.predict_raw_batch(&xs);
+        assert_eq!(single.len(), batch.len());
+        for (x, (a, b)) in xs.iter().zip(single.iter().zip(&batch)) {
+            assert_eq!(a.to_bits(), b.to_bits(), "x = {x}");
+        }
+        let many: Vec<f64> = (0..1000).map(|i| f64::from(i) * 0.37 - 50.0).collect();
+        let single: Vec<f64> = many.iter().map(|&x| forest.predict_raw(&[x])).collect();
+        assert_eq!(single, forest.predict_raw_batch(&many));
     }
 
     #[test]
