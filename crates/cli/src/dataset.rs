@@ -12,6 +12,8 @@ use cascade_registry::{DataHasher, DataInfo};
 pub struct LogData {
     pub rows: Vec<Row>,
     pub tokens: ItemTokens,
+    /// Release times (ms) of items that declare `released_at`.
+    pub released_at: std::collections::HashMap<String, i64>,
     pub info: DataInfo,
 }
 
@@ -32,7 +34,15 @@ pub fn from_log(project: &Project) -> Result<LogData> {
         last = last.max(e.ts.0);
         rows.push(Row { user, item, rating: *weight, ts: e.ts.0 });
     }
-    let tokens = store.items().into_iter().map(|i| (i.id.clone(), attribute_tokens(&i.attributes))).collect();
+    let items = store.items();
+    let tokens = items.iter().map(|i| (i.id.clone(), attribute_tokens(&i.attributes))).collect();
+    let released_at = items
+        .iter()
+        .filter_map(|i| match i.attributes.iter().find(|(n, _)| n == "released_at") {
+            Some((_, cascade_core::Value::Timestamp(t))) => Some((i.id.clone(), t.millis())),
+            _ => None,
+        })
+        .collect();
     store.close()?;
     let info = DataInfo {
         source: format!("log:{}", project.data_dir().display()),
@@ -41,5 +51,5 @@ pub fn from_log(project: &Project) -> Result<LogData> {
         last_ts: (!rows.is_empty()).then(|| Timestamp(last).to_string()),
         hash: hasher.finish(),
     };
-    Ok(LogData { rows, tokens, info })
+    Ok(LogData { rows, tokens, released_at, info })
 }

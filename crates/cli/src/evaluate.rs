@@ -2,7 +2,8 @@
 
 use crate::project::Project;
 use anyhow::{Context, Result, bail};
-use cascade_engine::training::{self, Evaluation, ItemTokens, ModelKind, attribute_tokens};
+use cascade_engine::ranking::{self, CascadeEvaluation, Catalogue, RankingParams};
+use cascade_engine::training::{self, Evaluation, ModelKind, attribute_tokens};
 use cascade_eval::Split;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,8 @@ pub struct EvaluateArgs {
     /// Without --train/--test: train on interactions before this time (RFC 3339), test on the rest.
     #[arg(long)]
     cut: Option<String>,
-    /// Comma-separated models: pop, itemknn, als, bpr, content [default: the project's, or all].
+    /// Comma-separated models: pop, itemknn, als, bpr, content, and `cascade` (the retrievers'
+    /// candidates → light ranker → GBDT LambdaMART → top K) [default: the project's, or all].
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
     /// List length K.
@@ -37,18 +39,22 @@ pub struct EvaluateArgs {
     /// A MovieLens 100K/1M directory whose item attributes feed the content model.
     #[arg(long)]
     movielens: Option<PathBuf>,
+    /// Cascade settings as JSON, laid over the defaults, e.g. `{"periods": 4, "light_keep": 150}`
+    /// (keys: quotas, candidates, light_keep, recent, periods, grid, light, calibration, seed).
+    #[arg(long, value_name = "JSON")]
+    cascade_params: Option<String>,
     /// One JSON object per model on stdout.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
-    let (split, weighted, tokens, default_models) = match (&args.train, &args.test) {
+    let (split, weighted, catalogue, default_models, unit_ms) = match (&args.train, &args.test) {
         (Some(train), Some(test)) => {
             let split = Split::load(train, test).with_context(|| format!("reading {}", train.display()))?;
-            let tokens = args.movielens.as_deref().map(movielens_tokens).transpose()?;
-            // The reference protocol: every interaction counts once.
-            (split, false, tokens, Vec::new())
+            let catalogue = args.movielens.as_deref().map(movielens_catalogue).transpose()?;
+            // The reference protocol: every interaction counts once; timestamps are in seconds.
+            (split, false, catalogue, Vec::new(), 1000)
         }
         _ => {
             let project = Project::load(config)?;
@@ -64,7 +70,8 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
                 }
                 None => Split::temporal(data.rows, args.test_fraction)?,
             };
-            (split, true, Some(data.tokens), project.config.train.models)
+            let catalogue = Catalogue { tokens: data.tokens, released_at: data.released_at };
+            (split, true, Some(catalogue), project.config.train.models, 1)
         }
     };
     let names: Vec<String> = if !args.models.is_empty() {
@@ -86,8 +93,25 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
     }
     let mut results = Vec::new();
     for name in &names {
+        if name == "cascade" {
+            let catalogue = catalogue.clone().unwrap_or_default();
+            let params = cascade_params(args.cascade_params.as_deref(), args.k)?;
+            let quiet = args.json;
+            let progress = |msg: &str| {
+                if !quiet {
+                    eprintln!("cascade: {msg} ...");
+                }
+            };
+            let eval = ranking::evaluate(&split, &catalogue, &params, unit_ms, !args.no_tune, &progress)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&cascade_json(&eval, args.k))?);
+            } else {
+                print_cascade(&eval, args.k);
+            }
+            continue;
+        }
         let kind = ModelKind::parse(name)?;
-        if kind == ModelKind::Content && tokens.is_none() {
+        if kind == ModelKind::Content && catalogue.is_none() {
             eprintln!("skipping content: it needs item attributes (pass --movielens DIR with split files)");
             continue;
         }
@@ -97,7 +121,8 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
                 if args.no_tune { "fitting" } else { "tuning on the validation slice, fitting" }
             );
         }
-        let eval = training::evaluate(kind, &split, weighted, args.k, !args.no_tune, tokens.as_ref())?;
+        let tokens = catalogue.as_ref().map(|c| &c.tokens);
+        let eval = training::evaluate(kind, &split, weighted, args.k, !args.no_tune, tokens)?;
         if args.json {
             println!("{}", serde_json::to_string(&to_json(&eval, args.k))?);
         }
@@ -158,21 +183,82 @@ pub fn print_table(results: &[Evaluation], k: usize) {
     }
 }
 
-/// Item attribute tokens from a MovieLens directory's item file.
-fn movielens_tokens(dir: &Path) -> Result<ItemTokens> {
+/// Item attribute tokens and release dates from a MovieLens directory's item file.
+fn movielens_catalogue(dir: &Path) -> Result<Catalogue> {
     let schema = cascade_core::Schema::from_config(&cascade_core::Config::default());
-    let mut tokens = ItemTokens::new();
+    let mut catalogue = Catalogue::default();
     for record in
         crate::import::read(&crate::import::Source::MovieLens(dir.to_path_buf()), &schema, cascade_core::Timestamp(0))?
     {
         match record {
             Ok(cascade_core::Record::Item(item)) => {
-                tokens.insert(item.id.clone(), attribute_tokens(&item.attributes));
+                if let Some((_, cascade_core::Value::Timestamp(t))) =
+                    item.attributes.iter().find(|(n, _)| n == "released_at")
+                {
+                    catalogue.released_at.insert(item.id.clone(), t.millis());
+                }
+                catalogue.tokens.insert(item.id.clone(), attribute_tokens(&item.attributes));
             }
             // Items come first; the rest of the file is not needed.
             Ok(_) => break,
             Err(e) => bail!("{e}"),
         }
     }
-    Ok(tokens)
+    Ok(catalogue)
+}
+
+/// The cascade's settings: the defaults, with `--cascade-params` laid over them.
+fn cascade_params(json: Option<&str>, k: usize) -> Result<RankingParams> {
+    let mut params = match json {
+        Some(text) => {
+            let over: serde_json::Value = serde_json::from_str(text).context("--cascade-params is not JSON")?;
+            let base = serde_json::to_value(RankingParams::default())?;
+            serde_json::from_value(training::merge(&base, &over)).context("--cascade-params")?
+        }
+        None => RankingParams::default(),
+    };
+    params.k = k;
+    Ok(params)
+}
+
+/// The `--json` object of the cascade: the retrieval models' keys, plus the stages.
+pub fn cascade_json(e: &CascadeEvaluation, k: usize) -> serde_json::Value {
+    let r = &e.report;
+    json!({
+        "model": "cascade",
+        "params": e.rankers.report["heavy"]["params"],
+        format!("ndcg_at_{k}"): r.ndcg,
+        format!("recall_at_{k}"): r.recall,
+        format!("hr_at_{k}"): r.hr,
+        format!("mrr_at_{k}"): r.mrr,
+        format!("map_at_{k}"): r.map,
+        format!("coverage_at_{k}"): r.coverage,
+        "novelty": r.novelty,
+        "train_seconds": e.train_seconds,
+        "score_seconds": e.score_seconds,
+        "eval_users": r.eval_users,
+        "ece": e.ece,
+        "candidate_recall": e.candidate_recall,
+        "best_retrieval": {"model": e.retrieval.0, format!("ndcg_at_{k}"): e.retrieval.1},
+        "retrieval_params": e.retrieval_params.iter().map(|(k, v)| (k.name().to_string(), v.clone())).collect::<serde_json::Map<_, _>>(),
+        "rankers": e.rankers.report,
+    })
+}
+
+fn print_cascade(e: &CascadeEvaluation, k: usize) {
+    let r = &e.report;
+    println!(
+        "cascade  NDCG@{k} {:.4}  Recall@{k} {:.4}  HR@{k} {:.4}  MRR@{k} {:.4}  Cover@{k} {:.4}  ({} users)",
+        r.ndcg, r.recall, r.hr, r.mrr, r.coverage, r.eval_users
+    );
+    println!("  best retriever alone: {} NDCG@{k} {:.4}", e.retrieval.0, e.retrieval.1);
+    println!(
+        "  candidate recall {:.4}; ECE of calibrated scores {}",
+        e.candidate_recall,
+        e.ece.map_or("-".into(), |x| format!("{x:.4}"))
+    );
+    println!(
+        "  trained in {:.1} s, ranked in {:.3} s; heavy ranker {}",
+        e.train_seconds, e.score_seconds, e.rankers.report["heavy"]["params"]
+    );
 }

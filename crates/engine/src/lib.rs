@@ -21,5 +21,6 @@
 
 pub mod bundle;
 pub mod candidates;
+pub mod ranking;
 pub mod sources;
 pub mod training;
