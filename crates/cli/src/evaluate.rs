@@ -102,7 +102,8 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
                     eprintln!("cascade: {msg} ...");
                 }
             };
-            let eval = ranking::evaluate(&split, &catalogue, &params, unit_ms, !args.no_tune, &progress)?;
+            let retrieval = ranking::retrieval_params(&split, &catalogue, &params, !args.no_tune, &progress)?;
+            let eval = ranking::evaluate(&split, &catalogue, &params, &retrieval, unit_ms, &progress)?;
             if args.json {
                 println!("{}", serde_json::to_string(&cascade_json(&eval, args.k))?);
             } else {

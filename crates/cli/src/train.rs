@@ -2,7 +2,9 @@
 
 use crate::project::Project;
 use anyhow::{Result, bail};
+use cascade_engine::ranking::{self, Catalogue, Rankers, RankingParams};
 use cascade_engine::training::{self, ItemTokens, ModelKind, matrix};
+use serde_json::json;
 use cascade_eval::Split;
 use cascade_models::{Persist as _, Popularity};
 use cascade_registry::{Manifest, ManifestDraft, ModelEntry, Registry, Trial};
@@ -124,6 +126,13 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         bundle.add_artifact(&entry.artifacts[0], &bytes)?;
         draft.models.push(entry);
     }
+    if train.rankers {
+        if measurable {
+            rankers(&mut bundle, &mut draft, &holdout, &full, &data.tokens, &data.released_at, &evaluations, args)?;
+        } else if !args.json {
+            eprintln!("too little data for a held-out period: the rankers are not trained");
+        }
+    }
     // Index → id maps of the bundled models' rows and columns.
     bundle.add_artifact("users.json", &serde_json::to_vec(full.train().users.ids())?)?;
     bundle.add_artifact("items.json", &serde_json::to_vec(full.train().items.ids())?)?;
@@ -140,6 +149,89 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         println!("bundle v{} written to {}", manifest.version, registry.root().join("bundles").display());
     }
     Ok(manifest)
+}
+
+/// Trains the cascade's rankers on candidates from the configured retrievers (with the
+/// parameters their tuning chose): once on the periods before the held-out one, to measure the
+/// whole cascade there, then on the latest periods for the bundle.
+#[allow(clippy::too_many_arguments)]
+fn rankers(
+    bundle: &mut cascade_registry::BundleWriter,
+    draft: &mut ManifestDraft,
+    holdout: &Split,
+    full: &Split,
+    tokens: &ItemTokens,
+    released_at: &std::collections::HashMap<String, i64>,
+    evaluations: &[training::Evaluation],
+    args: &TrainArgs,
+) -> Result<()> {
+    let models = &evaluations.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
+    let defaults = RankingParams::default();
+    let quotas = defaults
+        .quotas
+        .iter()
+        .filter(|(name, _)| models.contains(&name.as_str()) || (name.as_str() == "trending" && models.contains(&"pop")))
+        .map(|(n, q)| (n.clone(), *q))
+        .collect();
+    let params = RankingParams { quotas, k: args.k, ..defaults };
+    let catalogue = Catalogue { tokens: tokens.clone(), released_at: released_at.clone() };
+    let retrieval = evaluations.iter().map(|e| (e.kind, e.params.clone())).collect();
+    let quiet = args.json;
+    let progress = |msg: &str| {
+        if !quiet {
+            eprintln!("rankers: {msg} ...");
+        }
+    };
+    // Log timestamps are milliseconds.
+    let eval = ranking::evaluate(holdout, &catalogue, &params, &retrieval, 1, &progress)?;
+    let metrics = draft.metrics.entry("cascade".into()).or_default();
+    let r = &eval.report;
+    for (metric, value) in [("ndcg", r.ndcg), ("recall", r.recall), ("hr", r.hr), ("mrr", r.mrr), ("map", r.map)] {
+        metrics.insert(format!("{metric}_at_{}", args.k), value);
+    }
+    metrics.insert("coverage".into(), r.coverage);
+    metrics.insert("candidate_recall".into(), eval.candidate_recall);
+    if let Some(ece) = eval.ece {
+        metrics.insert("ece".into(), ece);
+    }
+    if !quiet {
+        println!(
+            "cascade on the held-out latest interactions: NDCG@{k} {:.4} (best retriever alone: {} {:.4}), ECE {}",
+            r.ndcg,
+            eval.retrieval.0,
+            eval.retrieval.1,
+            eval.ece.map_or("-".into(), |e| format!("{e:.4}")),
+            k = args.k
+        );
+    }
+    let rankers = ranking::train(full, &catalogue, &params, &retrieval, 1, &progress)?;
+    let dir = tempfile::tempdir()?;
+    rankers.save(dir.path())?;
+    for name in Rankers::ARTIFACTS {
+        bundle.add_artifact(name, &std::fs::read(dir.path().join(name))?)?;
+    }
+    draft.models.push(ModelEntry {
+        name: "light".into(),
+        kind: "logistic".into(),
+        params: serde_json::to_value(&params.light)?,
+        artifacts: vec!["light.rank".into()],
+    });
+    draft.models.push(ModelEntry {
+        name: "heavy".into(),
+        kind: "gbdt_lambdarank".into(),
+        params: json!({
+            "gbdt": rankers.report["heavy"]["params"],
+            "candidates": params.candidates,
+            "quotas": params.quotas,
+            "light_keep": params.light_keep,
+            "periods": params.periods,
+            "calibration": params.calibration,
+            "features": rankers.feature_names,
+            "feature_views": rankers.report["feature_views"],
+        }),
+        artifacts: vec!["heavy.rank".into(), "calibrator.rank".into(), "ranking.json".into()],
+    });
+    Ok(())
 }
 
 /// Days over which an interaction's weight halves in the `trending` model.

@@ -74,6 +74,9 @@ pub struct TrainConfig {
     pub validation_fraction: f64,
     /// Retrieval models to fit: any of pop, itemknn, als, bpr, content.
     pub models: Vec<String>,
+    /// Also train the cascade's rankers (light ranker, GBDT LambdaMART, calibration) on
+    /// candidates from those models.
+    pub rankers: bool,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +88,7 @@ impl Default for TrainConfig {
                 .collect(),
             validation_fraction: 0.1,
             models: ["pop", "itemknn", "als", "bpr", "content"].into_iter().map(String::from).collect(),
+            rankers: true,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! generator built from them.
 
 use crate::candidates::{Generator, SourceSpec};
+use crate::ranking::Rankers;
 use crate::sources::{AnnSource, RetrieverSource};
 use cascade_ann::Hnsw;
 use cascade_core::IdMap;
@@ -21,6 +22,8 @@ pub enum Error {
     Model(#[from] cascade_models::Error),
     #[error(transparent)]
     Ann(#[from] cascade_ann::Error),
+    #[error(transparent)]
+    Ranking(#[from] crate::ranking::Error),
     #[error("{artifact}: {message}")]
     Artifact { artifact: String, message: String },
 }
@@ -32,6 +35,8 @@ pub struct LoadedBundle {
     pub items: IdMap,
     pub models: BTreeMap<String, Arc<AnyModel>>,
     pub als_index: Option<Arc<Hnsw>>,
+    /// The cascade's rankers, when the bundle was trained with them.
+    pub rankers: Option<Arc<Rankers>>,
 }
 
 fn id_map(bundle: &Bundle, name: &str) -> Result<IdMap, Error> {
@@ -60,12 +65,21 @@ impl LoadedBundle {
         }
         let has_index = bundle.manifest.artifacts.iter().any(|a| a.name == ALS_INDEX);
         let als_index = if has_index { Some(Arc::new(Hnsw::load(bundle.artifact(ALS_INDEX)?)?)) } else { None };
+        let rankers = if bundle.manifest.artifacts.iter().any(|a| a.name == "ranking.json") {
+            for name in Rankers::ARTIFACTS {
+                bundle.artifact(name)?;
+            }
+            Some(Arc::new(Rankers::load(|name| bundle.dir.join(name))?))
+        } else {
+            None
+        };
         Ok(LoadedBundle {
             version: bundle.manifest.version,
             users: id_map(bundle, "users.json")?,
             items: id_map(bundle, "items.json")?,
             models,
             als_index,
+            rankers,
         })
     }
 

@@ -84,6 +84,12 @@ pub struct RankingParams {
     pub recent: usize,
     /// Training periods: 1 is the validation slice; each more adds the period before it.
     pub periods: usize,
+    /// Describe candidates relative to the request: every per-candidate feature but the ranks
+    /// becomes its percentile among the request's candidates (`_pct`, 0 = highest); user
+    /// features stay absolute. Absolute counts, ages and model scores change scale between
+    /// periods (a quiet month, a refit model), so a ranker trained on one period misreads the
+    /// next; positions within the request do not drift.
+    pub relative: bool,
     /// Heavy-ranker configurations tried (each with early stopping on the holdout).
     pub grid: Vec<gbdt::Params>,
     pub light: LinearParams,
@@ -117,6 +123,7 @@ impl Default for RankingParams {
             light_keep: 100,
             recent: 10,
             periods: 2,
+            relative: true,
             grid: vec![heavy(0.05, 31, 50), heavy(0.05, 15, 100), heavy(0.03, 63, 50)],
             light: LinearParams::default(),
             calibration: Method::Isotonic,
@@ -391,7 +398,27 @@ fn aggregates(split: &Split, at: i64, unit_ms: i64) -> Result<(Vec<String>, Vec<
 
 /// Features that are cheap at serving time: the light ranker reads only these.
 fn is_cheap(name: &str) -> bool {
-    name.ends_with("_score") || name.ends_with("_rank") || name.starts_with("rank_item.")
+    name.contains("_score") || name.ends_with("_rank") || name.starts_with("rank_item.")
+}
+
+/// Replaces column `c` of a row-major group by each value's position among the group's values,
+/// highest first, scaled to [0, 1] (ties share the first position; NaN stays NaN).
+fn percentiles(values: &mut [f64], n_features: usize, c: usize) {
+    let n = values.len() / n_features;
+    let mut rows: Vec<usize> = (0..n).filter(|&r| !values[r * n_features + c].is_nan()).collect();
+    rows.sort_by(|&a, &b| values[b * n_features + c].total_cmp(&values[a * n_features + c]));
+    let scale = rows.len().saturating_sub(1).max(1) as f64;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut at = 0;
+    for (j, &r) in rows.iter().enumerate() {
+        if j > 0 && values[r * n_features + c] != values[rows[j - 1] * n_features + c] {
+            at = j;
+        }
+        out.push(at as f64 / scale);
+    }
+    for (&r, p) in rows.iter().zip(out) {
+        values[r * n_features + c] = p;
+    }
 }
 
 /// One user's candidates, as [`Block`] holds them.
@@ -478,6 +505,16 @@ pub fn build_block(
     names.extend(["genre_share_max", "genre_share_sum", "item_age_days", "release_age_years"].map(String::from));
     names.extend(agg_names);
     let n_features = names.len();
+    // Which columns become within-request percentiles (see `RankingParams::relative`).
+    let relative: Vec<bool> =
+        names.iter().map(|n| params.relative && !n.ends_with("_rank") && !n.starts_with("rank_user.")).collect();
+    if params.relative {
+        for (name, rel) in names.iter_mut().zip(&relative) {
+            if *rel {
+                name.push_str("_pct");
+            }
+        }
+    }
     let quota_of = |name: &str| params.quotas.get(name).copied().unwrap_or(0);
 
     let groups: Vec<Option<Group>> = split
@@ -566,6 +603,9 @@ pub fn build_block(
                     c += ia.len();
                     let ua = &user_aggs[u as usize];
                     row[c..c + ua.len()].copy_from_slice(ua);
+                }
+                for (c, _) in relative.iter().enumerate().filter(|(_, r)| **r) {
+                    percentiles(&mut values, n_features, c);
                 }
                 let truth = split.truth_items(u);
                 let labels = chosen.iter().map(|i| f64::from(u8::from(truth.binary_search(i).is_ok()))).collect();
@@ -691,7 +731,11 @@ impl Rankers {
         let gain = heavy.gain_importance();
         let mut importance: Vec<(String, f64)> = names.iter().cloned().zip(gain).collect();
         importance.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let views: BTreeMap<String, cascade_core::features::ViewConfig> =
+            toml::from_str(&aggregate_views(EVENT_TYPE)).expect("built-in views parse");
         let report = json!({
+            "features": names,
+            "feature_views": views.iter().map(|(n, v)| (n.clone(), json!({"version": v.version}))).collect::<serde_json::Map<_, _>>(),
             "train_groups": block.group_sizes.len(),
             "train_rows": block.labels.len(),
             "train_positives": block.labels.iter().filter(|&&l| l > 0.0).count(),
@@ -713,12 +757,56 @@ impl Rankers {
         })
     }
 
-    /// Writes `light.rank`, `heavy.rank` and `calibrator.rank` into `dir`; returns their names.
-    pub fn save(&self, dir: &Path) -> Result<Vec<String>> {
+    /// The artifacts [`Rankers::save`] writes.
+    pub const ARTIFACTS: [&'static str; 4] = ["light.rank", "heavy.rank", "calibrator.rank", "ranking.json"];
+
+    /// Writes the three models and `ranking.json` (feature list, the light ranker's columns,
+    /// what training saw and chose) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
         self.light.save_file(&dir.join("light.rank"))?;
         self.heavy.save_file(&dir.join("heavy.rank"))?;
         self.calibrator.save_file(&dir.join("calibrator.rank"))?;
-        Ok(vec!["light.rank".into(), "heavy.rank".into(), "calibrator.rank".into()])
+        let meta = json!({
+            "features": self.feature_names,
+            "light_features": self.light_features,
+            "light_keep": self.light_keep,
+            "report": self.report,
+        });
+        std::fs::write(dir.join("ranking.json"), serde_json::to_vec_pretty(&meta).expect("json"))
+            .map_err(|e| Error::Data(format!("{}: {e}", dir.join("ranking.json").display())))
+    }
+
+    /// Reads what [`Rankers::save`] wrote; `path` maps an artifact name to its file.
+    pub fn load(path: impl Fn(&str) -> std::path::PathBuf) -> Result<Rankers> {
+        #[derive(Deserialize)]
+        struct Meta {
+            features: Vec<String>,
+            light_features: Vec<usize>,
+            light_keep: usize,
+            report: Json,
+        }
+        let file = path("ranking.json");
+        let bad = |e: String| Error::Data(format!("{}: {e}", file.display()));
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(&file).map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+        let light = Linear::load_file(&path("light.rank"))?;
+        let heavy = Forest::load_file(&path("heavy.rank"))?;
+        let calibrator = Calibrator::load_file(&path("calibrator.rank"))?;
+        if heavy.n_features() != meta.features.len()
+            || light.n_features() != meta.light_features.len()
+            || meta.light_features.iter().any(|&c| c >= meta.features.len())
+        {
+            return Err(bad("the models do not match the feature list".into()));
+        }
+        Ok(Rankers {
+            feature_names: meta.features,
+            light_features: meta.light_features,
+            light,
+            light_keep: meta.light_keep,
+            heavy,
+            calibrator,
+            report: meta.report,
+        })
     }
 }
 
@@ -752,19 +840,16 @@ pub struct CascadeEvaluation {
     pub retrieval_params: HashMap<ModelKind, Json>,
 }
 
-/// Tunes the retrievers on the validation slice, trains the rankers on `params.periods` periods
-/// before the cut, and evaluates the whole cascade (retrieval → light → heavy → top K) on
-/// `split`'s held-out rows.
-pub fn evaluate(
+/// Parameters of each collaborative retriever named in `params.quotas`: tuned on `split`'s
+/// validation slice (the retrieval grids), or their base parameters.
+pub fn retrieval_params(
     split: &Split,
     catalogue: &Catalogue,
     params: &RankingParams,
-    unit_ms: i64,
     tune: bool,
     progress: &dyn Fn(&str),
-) -> Result<CascadeEvaluation> {
-    let started = Instant::now();
-    let mut retrieval_params = HashMap::new();
+) -> Result<HashMap<ModelKind, Json>> {
+    let mut out = HashMap::new();
     for name in params.quotas.keys() {
         if let Ok(kind) = ModelKind::parse(name)
             && !(kind == ModelKind::Content && catalogue.tokens.is_empty())
@@ -775,28 +860,53 @@ pub fn evaluate(
             } else {
                 kind.base_params()
             };
-            retrieval_params.insert(kind, p);
+            out.insert(kind, p);
         }
     }
-    let mut train_block = Block::default();
+    Ok(out)
+}
+
+/// Trains the rankers on `params.periods` periods before the end of `split`'s history (its
+/// validation slice, and so on back): retrievers fitted on each period's history, their
+/// candidates labelled by the period's held-out interactions.
+pub fn train(
+    split: &Split,
+    catalogue: &Catalogue,
+    params: &RankingParams,
+    retrieval_params: &HashMap<ModelKind, Json>,
+    unit_ms: i64,
+    progress: &dyn Fn(&str),
+) -> Result<Rankers> {
+    let mut block = Block::default();
     let mut names = Vec::new();
     for (i, period) in periods(split, params.periods).iter().enumerate() {
-        progress(&format!(
-            "period {}: retrieval, candidates and features ({} users)",
-            i + 1,
-            period.eval_users().len()
-        ));
-        let retrievers = Retrievers::fit(period, &retrieval_params, &params.quotas, catalogue, unit_ms)?;
-        let (n, block) = build_block(period, &retrievers, catalogue, params, unit_ms)?;
+        progress(&format!("period {}: retrieval, candidates and features ({} users)", i + 1, period.eval_users().len()));
+        let retrievers = Retrievers::fit(period, retrieval_params, &params.quotas, catalogue, unit_ms)?;
+        let (n, b) = build_block(period, &retrievers, catalogue, params, unit_ms)?;
         names = n;
-        train_block.append(block);
+        block.append(b);
     }
     progress("training the light and heavy rankers");
-    let rankers = Rankers::train(&names, &train_block, params)?;
+    Rankers::train(&names, &block, params)
+}
+
+/// Trains the rankers on `params.periods` periods before the cut, and evaluates the whole cascade (retrieval → light → heavy → top K) on
+/// `split`'s held-out rows.
+pub fn evaluate(
+    split: &Split,
+    catalogue: &Catalogue,
+    params: &RankingParams,
+    retrieval_params: &HashMap<ModelKind, Json>,
+    unit_ms: i64,
+    progress: &dyn Fn(&str),
+) -> Result<CascadeEvaluation> {
+    let started = Instant::now();
+    let rankers = train(split, catalogue, params, retrieval_params, unit_ms, progress)?;
+    let names = rankers.feature_names.clone();
     let train_seconds = started.elapsed().as_secs_f64();
 
     progress("scoring the held-out period");
-    let retrievers = Retrievers::fit(split, &retrieval_params, &params.quotas, catalogue, unit_ms)?;
+    let retrievers = Retrievers::fit(split, retrieval_params, &params.quotas, catalogue, unit_ms)?;
     let (_, block) = build_block(split, &retrievers, catalogue, params, unit_ms)?;
     let scoring = Instant::now();
     let (ranked, scores) = rankers.rank(&block);
@@ -844,7 +954,7 @@ pub fn evaluate(
         train_seconds,
         score_seconds,
         rankers,
-        retrieval_params,
+        retrieval_params: retrieval_params.clone(),
     })
 }
 
@@ -911,7 +1021,8 @@ mod tests {
     #[test]
     fn blocks_hold_unseen_candidates_true_labels_and_features_as_of_the_cut() {
         let (split, catalogue) = drifting();
-        let params = small_params();
+        // Absolute values, to compare with counts.
+        let params = RankingParams { relative: false, ..small_params() };
         let retrievers = Retrievers::fit(&split, &retrieval_params(), &params.quotas, &catalogue, 1).unwrap();
         let (names, block) = build_block(&split, &retrievers, &catalogue, &params, 1).unwrap();
         assert_eq!(names.len(), block.n_features);
@@ -971,6 +1082,18 @@ mod tests {
         // Calibrated scores are probabilities and rise with the raw score.
         let p: Vec<f64> = scores.iter().map(|&s| rankers.calibrator.apply(s)).collect();
         assert!(p.iter().all(|x| (0.0..=1.0).contains(x)));
+    }
+
+    #[test]
+    fn percentiles_rank_within_the_group_highest_first() {
+        // Two columns; the second becomes percentiles, ties sharing the first position.
+        let mut v = vec![0.0, 5.0, 1.0, f64::NAN, 2.0, 7.0, 3.0, 5.0, 4.0, 1.0];
+        percentiles(&mut v, 2, 1);
+        let col: Vec<f64> = v.iter().skip(1).step_by(2).copied().collect();
+        assert_eq!(col[0], 1.0 / 3.0);
+        assert!(col[1].is_nan());
+        assert_eq!([col[2], col[3], col[4]], [0.0, 1.0 / 3.0, 1.0]);
+        assert_eq!(v.iter().step_by(2).copied().collect::<Vec<_>>(), [0.0, 1.0, 2.0, 3.0, 4.0], "other columns untouched");
     }
 
     #[test]

@@ -126,7 +126,19 @@ fn train_bundles_models_with_lineage_and_metrics() {
     assert_eq!(manifest["data"]["hash"].as_str().unwrap().len(), 64);
     assert!(manifest["data"]["first_ts"].as_str().unwrap().starts_with("2024-01"));
     let names: Vec<&str> = manifest["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["pop", "itemknn", "als", "bpr", "content", "trending"]);
+    assert_eq!(names, ["pop", "itemknn", "als", "bpr", "content", "trending", "light", "heavy"]);
+    // The rankers: trained on the retrievers' candidates, measured on the held-out period, and
+    // recorded with their feature list (and the feature views' versions) and parameters.
+    let heavy = &manifest["models"][7];
+    assert_eq!(heavy["kind"], "gbdt_lambdarank");
+    let features: Vec<&str> = heavy["params"]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(features.contains(&"als_rank") && features.contains(&"rank_item.n_7d_pct"), "{features:?}");
+    assert_eq!(heavy["params"]["feature_views"]["rank_item"]["version"], 1);
+    assert!(heavy["params"]["gbdt"]["num_iterations"].as_u64().unwrap() >= 1);
+    let cascade_ndcg = manifest["metrics"]["cascade"]["ndcg_at_10"].as_f64().unwrap();
+    assert!(cascade_ndcg > 0.0, "{cascade_ndcg}");
+    let ece = manifest["metrics"]["cascade"]["ece"].as_f64().unwrap();
+    assert!((0.0..0.5).contains(&ece), "{ece}");
     assert!(manifest["models"][2]["artifacts"].as_array().unwrap().iter().any(|a| a == "als.hnsw"));
     let ndcg = |m: &str| manifest["metrics"][m]["ndcg_at_10"].as_f64().unwrap();
     assert!(ndcg("als") > ndcg("pop"), "als {} vs pop {}", ndcg("als"), ndcg("pop"));
@@ -154,11 +166,24 @@ fn train_bundles_models_with_lineage_and_metrics() {
     let out =
         ok(dir.path(), &["evaluate", "--cut", "2024-02-20T00:00:00Z", "--models", "pop,als", "--no-tune", "--json"]);
     assert_eq!(out.lines().count(), 2);
+    let out = ok(dir.path(), &["evaluate", "--test-fraction", "0.1", "--models", "cascade", "--no-tune", "--json"]);
+    let cascade: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cascade["model"], "cascade");
+    for key in ["ndcg_at_10", "recall_at_10", "hr_at_10", "mrr_at_10", "map_at_10", "coverage_at_10", "candidate_recall"] {
+        assert!(cascade[key].as_f64().is_some(), "{key} in {cascade}");
+    }
     // The bundle's model files load and describe the same catalogue.
     let bundle = dir.path().join("data/registry/bundles/000001");
     let items: Vec<String> = serde_json::from_slice(&std::fs::read(bundle.join("items.json")).unwrap()).unwrap();
     let model = cascade_models::AnyModel::load_file(&bundle.join("als.model")).unwrap();
     assert_eq!(cascade_models::Retriever::n_items(model.retriever()), items.len());
+    let registry = cascade_registry::Registry::open(dir.path().join("data/registry")).unwrap();
+    let loaded = cascade_engine::bundle::LoadedBundle::load(&registry.get(1).unwrap()).unwrap();
+    let rankers = loaded.rankers.expect("the bundle has rankers");
+    assert_eq!(rankers.heavy.n_features(), features.len());
+    // A corrupted ranker artifact is refused, not half-loaded.
+    std::fs::write(bundle.join("heavy.rank"), b"CSCDRANK").unwrap();
+    assert!(cascade_engine::bundle::LoadedBundle::load(&registry.get(1).unwrap()).is_err());
 }
 
 #[test]
