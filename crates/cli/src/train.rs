@@ -4,10 +4,10 @@ use crate::project::Project;
 use anyhow::{Result, bail};
 use cascade_engine::ranking::{self, Catalogue, Rankers, RankingParams};
 use cascade_engine::training::{self, ItemTokens, ModelKind, matrix};
-use serde_json::json;
 use cascade_eval::Split;
 use cascade_models::{Persist as _, Popularity};
 use cascade_registry::{Manifest, ManifestDraft, ModelEntry, Registry, Trial};
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {

@@ -84,6 +84,8 @@ pub struct RankingParams {
     pub recent: usize,
     /// Training periods: 1 is the validation slice; each more adds the period before it.
     pub periods: usize,
+    /// Share of the history each training period holds out as its labels.
+    pub period_fraction: f64,
     /// Describe candidates relative to the request: every per-candidate feature but the ranks
     /// becomes its percentile among the request's candidates (`_pct`, 0 = highest); user
     /// features stay absolute. Absolute counts, ages and model scores change scale between
@@ -123,6 +125,7 @@ impl Default for RankingParams {
             light_keep: 100,
             recent: 10,
             periods: 2,
+            period_fraction: 0.1,
             relative: true,
             grid: vec![heavy(0.05, 31, 50), heavy(0.05, 15, 100), heavy(0.03, 63, 50)],
             light: LinearParams::default(),
@@ -787,8 +790,8 @@ impl Rankers {
         }
         let file = path("ranking.json");
         let bad = |e: String| Error::Data(format!("{}: {e}", file.display()));
-        let meta: Meta =
-            serde_json::from_slice(&std::fs::read(&file).map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+        let meta: Meta = serde_json::from_slice(&std::fs::read(&file).map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
         let light = Linear::load_file(&path("light.rank"))?;
         let heavy = Forest::load_file(&path("heavy.rank"))?;
         let calibrator = Calibrator::load_file(&path("calibrator.rank"))?;
@@ -810,12 +813,14 @@ impl Rankers {
     }
 }
 
-/// The training periods before `split`'s cut: its validation slice, that slice's validation
-/// slice, ... (`n` of them).
-pub fn periods(split: &Split, n: usize) -> Vec<Split> {
+/// The training periods before `split`'s cut: the last `fraction` of its history held out, then
+/// the last `fraction` of what precedes that, ... (`n` of them; with 0.1, the validation slice
+/// and its own validation slice).
+pub fn periods(split: &Split, n: usize, fraction: f64) -> Vec<Split> {
     let mut out: Vec<Split> = Vec::new();
     for _ in 0..n {
-        let next = out.last().unwrap_or(split).validation();
+        let prev = out.last().unwrap_or(split);
+        let Ok(next) = Split::temporal(prev.train_rows().to_vec(), fraction) else { break };
         if next.eval_users().is_empty() {
             break;
         }
@@ -879,8 +884,12 @@ pub fn train(
 ) -> Result<Rankers> {
     let mut block = Block::default();
     let mut names = Vec::new();
-    for (i, period) in periods(split, params.periods).iter().enumerate() {
-        progress(&format!("period {}: retrieval, candidates and features ({} users)", i + 1, period.eval_users().len()));
+    for (i, period) in periods(split, params.periods, params.period_fraction).iter().enumerate() {
+        progress(&format!(
+            "period {}: retrieval, candidates and features ({} users)",
+            i + 1,
+            period.eval_users().len()
+        ));
         let retrievers = Retrievers::fit(period, retrieval_params, &params.quotas, catalogue, unit_ms)?;
         let (n, b) = build_block(period, &retrievers, catalogue, params, unit_ms)?;
         names = n;
@@ -1062,7 +1071,7 @@ mod tests {
         let rp = retrieval_params();
         let mut train_block = Block::default();
         let mut names = Vec::new();
-        for period in periods(&split, params.periods) {
+        for period in periods(&split, params.periods, params.period_fraction) {
             let retrievers = Retrievers::fit(&period, &rp, &params.quotas, &catalogue, 1).unwrap();
             let (n, b) = build_block(&period, &retrievers, &catalogue, &params, 1).unwrap();
             names = n;
@@ -1093,13 +1102,17 @@ mod tests {
         assert_eq!(col[0], 1.0 / 3.0);
         assert!(col[1].is_nan());
         assert_eq!([col[2], col[3], col[4]], [0.0, 1.0 / 3.0, 1.0]);
-        assert_eq!(v.iter().step_by(2).copied().collect::<Vec<_>>(), [0.0, 1.0, 2.0, 3.0, 4.0], "other columns untouched");
+        assert_eq!(
+            v.iter().step_by(2).copied().collect::<Vec<_>>(),
+            [0.0, 1.0, 2.0, 3.0, 4.0],
+            "other columns untouched"
+        );
     }
 
     #[test]
     fn periods_step_back_through_validation_slices() {
         let (split, _) = drifting();
-        let ps = periods(&split, 2);
+        let ps = periods(&split, 2, 0.1);
         assert_eq!(ps.len(), 2);
         let end = |s: &Split| s.train_rows().iter().map(|r| r.ts).max().unwrap();
         assert!(end(&ps[1]) < end(&ps[0]) && end(&ps[0]) < end(&split));

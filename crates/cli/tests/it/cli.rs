@@ -131,7 +131,8 @@ fn train_bundles_models_with_lineage_and_metrics() {
     // recorded with their feature list (and the feature views' versions) and parameters.
     let heavy = &manifest["models"][7];
     assert_eq!(heavy["kind"], "gbdt_lambdarank");
-    let features: Vec<&str> = heavy["params"]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    let features: Vec<&str> =
+        heavy["params"]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
     assert!(features.contains(&"als_rank") && features.contains(&"rank_item.n_7d_pct"), "{features:?}");
     assert_eq!(heavy["params"]["feature_views"]["rank_item"]["version"], 1);
     assert!(heavy["params"]["gbdt"]["num_iterations"].as_u64().unwrap() >= 1);
@@ -169,7 +170,9 @@ fn train_bundles_models_with_lineage_and_metrics() {
     let out = ok(dir.path(), &["evaluate", "--test-fraction", "0.1", "--models", "cascade", "--no-tune", "--json"]);
     let cascade: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cascade["model"], "cascade");
-    for key in ["ndcg_at_10", "recall_at_10", "hr_at_10", "mrr_at_10", "map_at_10", "coverage_at_10", "candidate_recall"] {
+    for key in
+        ["ndcg_at_10", "recall_at_10", "hr_at_10", "mrr_at_10", "map_at_10", "coverage_at_10", "candidate_recall"]
+    {
         assert!(cascade[key].as_f64().is_some(), "{key} in {cascade}");
     }
     // The bundle's model files load and describe the same catalogue.
