@@ -128,7 +128,13 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
     }
     if train.rankers {
         if measurable {
-            rankers(&mut bundle, &mut draft, &holdout, &full, &data.tokens, &data.released_at, &evaluations, args)?;
+            // The retrievers are useful without rankers: a ranker that cannot be trained (say, no
+            // evaluation user has a held-out item among its candidates) is reported, not fatal.
+            if let Err(e) =
+                rankers(&mut bundle, &mut draft, &holdout, &full, &data.tokens, &data.released_at, &evaluations, args)
+            {
+                eprintln!("warning: the rankers are not trained: {e:#}");
+            }
         } else if !args.json {
             eprintln!("too little data for a held-out period: the rankers are not trained");
         }
@@ -184,6 +190,10 @@ fn rankers(
     };
     // Log timestamps are milliseconds.
     let eval = ranking::evaluate(holdout, &catalogue, &params, &retrieval, 1, &progress)?;
+    let rankers = ranking::train(full, &catalogue, &params, &retrieval, 1, &progress)?;
+    // Nothing goes into the bundle until both trainings succeeded.
+    let dir = tempfile::tempdir()?;
+    rankers.save(dir.path())?;
     let metrics = draft.metrics.entry("cascade".into()).or_default();
     let r = &eval.report;
     for (metric, value) in [("ndcg", r.ndcg), ("recall", r.recall), ("hr", r.hr), ("mrr", r.mrr), ("map", r.map)] {
@@ -204,9 +214,7 @@ fn rankers(
             k = args.k
         );
     }
-    let rankers = ranking::train(full, &catalogue, &params, &retrieval, 1, &progress)?;
-    let dir = tempfile::tempdir()?;
-    rankers.save(dir.path())?;
+
     for name in Rankers::ARTIFACTS {
         bundle.add_artifact(name, &std::fs::read(dir.path().join(name))?)?;
     }
