@@ -4,7 +4,7 @@ use crate::project::Project;
 use anyhow::{Context, Result, bail};
 use cascade_engine::ranking::{self, CascadeEvaluation, Catalogue, RankingParams};
 use cascade_engine::training::{self, Evaluation, ModelKind, attribute_tokens};
-use cascade_eval::Split;
+use cascade_eval::{Report, Split};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -135,24 +135,47 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+/// A report's metrics under the names `--json` and bundle manifests use (named for K, e.g.
+/// `ndcg_at_10`).
+pub fn report_metrics(r: &Report, k: usize) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = [
+        ("ndcg", r.ndcg),
+        ("recall", r.recall),
+        ("hr", r.hr),
+        ("mrr", r.mrr),
+        ("map", r.map),
+        ("coverage", r.coverage),
+    ]
+    .into_iter()
+    .map(|(metric, value)| (format!("{metric}_at_{k}"), value))
+    .collect();
+    out.push(("novelty".into(), r.novelty));
+    out
+}
+
+/// `object` with a report's metrics added.
+fn with_metrics(mut object: serde_json::Value, r: &Report, k: usize) -> serde_json::Value {
+    if let Some(map) = object.as_object_mut() {
+        map.extend(report_metrics(r, k).into_iter().map(|(name, value)| (name, json!(value))));
+    }
+    object
+}
+
 /// The `--json` object of one model (keys named for K, e.g. `ndcg_at_10`).
 pub fn to_json(e: &Evaluation, k: usize) -> serde_json::Value {
     let r = &e.report;
-    json!({
-        "model": e.kind.name(),
-        "params": e.params,
-        format!("ndcg_at_{k}"): r.ndcg,
-        format!("recall_at_{k}"): r.recall,
-        format!("hr_at_{k}"): r.hr,
-        format!("mrr_at_{k}"): r.mrr,
-        format!("map_at_{k}"): r.map,
-        format!("coverage_at_{k}"): r.coverage,
-        "novelty": r.novelty,
-        "train_seconds": e.train_seconds,
-        "score_seconds": e.score_seconds,
-        "eval_users": r.eval_users,
-        "validation": e.trials.iter().map(|t| json!({"params": t.params, format!("ndcg_at_{k}"): t.ndcg})).collect::<Vec<_>>(),
-    })
+    with_metrics(
+        json!({
+            "model": e.kind.name(),
+            "params": e.params,
+            "train_seconds": e.train_seconds,
+            "score_seconds": e.score_seconds,
+            "eval_users": r.eval_users,
+            "validation": e.trials.iter().map(|t| json!({"params": t.params, format!("ndcg_at_{k}"): t.ndcg})).collect::<Vec<_>>(),
+        }),
+        r,
+        k,
+    )
 }
 
 pub fn print_table(results: &[Evaluation], k: usize) {
@@ -225,25 +248,22 @@ fn cascade_params(json: Option<&str>, k: usize) -> Result<RankingParams> {
 /// The `--json` object of the cascade: the retrieval models' keys, plus the stages.
 pub fn cascade_json(e: &CascadeEvaluation, k: usize) -> serde_json::Value {
     let r = &e.report;
-    json!({
-        "model": "cascade",
-        "params": e.rankers.report["heavy"]["params"],
-        format!("ndcg_at_{k}"): r.ndcg,
-        format!("recall_at_{k}"): r.recall,
-        format!("hr_at_{k}"): r.hr,
-        format!("mrr_at_{k}"): r.mrr,
-        format!("map_at_{k}"): r.map,
-        format!("coverage_at_{k}"): r.coverage,
-        "novelty": r.novelty,
-        "train_seconds": e.train_seconds,
-        "score_seconds": e.score_seconds,
-        "eval_users": r.eval_users,
-        "ece": e.ece,
-        "candidate_recall": e.candidate_recall,
-        "best_retrieval": {"model": e.retrieval.0, format!("ndcg_at_{k}"): e.retrieval.1},
-        "retrieval_params": e.retrieval_params.iter().map(|(k, v)| (k.name().to_string(), v.clone())).collect::<serde_json::Map<_, _>>(),
-        "rankers": e.rankers.report,
-    })
+    with_metrics(
+        json!({
+            "model": "cascade",
+            "params": e.rankers.report["heavy"]["params"],
+            "train_seconds": e.train_seconds,
+            "score_seconds": e.score_seconds,
+            "eval_users": r.eval_users,
+            "ece": e.ece,
+            "candidate_recall": e.candidate_recall,
+            "best_retrieval": {"model": e.retrieval.0, format!("ndcg_at_{k}"): e.retrieval.1},
+            "retrieval_params": e.retrieval_params.iter().map(|(k, v)| (k.name().to_string(), v.clone())).collect::<serde_json::Map<_, _>>(),
+            "rankers": e.rankers.report,
+        }),
+        r,
+        k,
+    )
 }
 
 fn print_cascade(e: &CascadeEvaluation, k: usize) {

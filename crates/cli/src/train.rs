@@ -1,5 +1,6 @@
 //! `cascade train` and `cascade models`: fit the project's retrieval models into a bundle.
 
+use crate::evaluate::report_metrics;
 use crate::project::Project;
 use anyhow::{Result, bail};
 use cascade_engine::ranking::{self, Catalogue, Rankers, RankingParams};
@@ -75,18 +76,7 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         }
         let params = if measurable {
             let eval = training::evaluate(kind, &holdout, true, args.k, !args.no_tune, Some(&data.tokens))?;
-            let metrics = draft.metrics.entry(name.clone()).or_default();
-            for (metric, value) in [
-                ("ndcg", eval.report.ndcg),
-                ("recall", eval.report.recall),
-                ("hr", eval.report.hr),
-                ("mrr", eval.report.mrr),
-                ("map", eval.report.map),
-                ("coverage", eval.report.coverage),
-            ] {
-                metrics.insert(format!("{metric}_at_{}", args.k), value);
-            }
-            metrics.insert("novelty".into(), eval.report.novelty);
+            draft.metrics.entry(name.clone()).or_default().extend(report_metrics(&eval.report, args.k));
             draft.search.extend(eval.trials.iter().map(|t| Trial {
                 model: name.clone(),
                 params: t.params.clone(),
@@ -196,10 +186,7 @@ fn rankers(
     rankers.save(dir.path())?;
     let metrics = draft.metrics.entry("cascade".into()).or_default();
     let r = &eval.report;
-    for (metric, value) in [("ndcg", r.ndcg), ("recall", r.recall), ("hr", r.hr), ("mrr", r.mrr), ("map", r.map)] {
-        metrics.insert(format!("{metric}_at_{}", args.k), value);
-    }
-    metrics.insert("coverage".into(), r.coverage);
+    metrics.extend(report_metrics(r, args.k));
     metrics.insert("candidate_recall".into(), eval.candidate_recall);
     if let Some(ece) = eval.ece {
         metrics.insert("ece".into(), ece);

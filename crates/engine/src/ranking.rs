@@ -274,7 +274,7 @@ impl Block {
             .with_feature_names(names.to_vec())?)
     }
 
-    /// Mean NDCG@k of each group's rows ordered by `scores` (users without candidates count 0).
+    /// Mean NDCG@k over the groups of each group's rows ordered by `scores`.
     fn ndcg(&self, scores: &[f64], k: usize) -> f64 {
         let starts = self.group_starts();
         let total: f64 = (0..self.group_sizes.len())
@@ -298,6 +298,11 @@ fn rank_desc(scores: &[f64]) -> Vec<usize> {
 /// The feature-engine views behind the user and item aggregates, over interactions of
 /// `event_type`.
 fn aggregate_views(event_type: &str) -> String {
+    let windows = r#"n = { agg = "count" }
+n_1d = { agg = "count", window = "1d", tile = "1h" }
+n_7d = { agg = "count", window = "7days", tile = "6h" }
+n_30d = { agg = "count", window = "30days", tile = "1d" }
+since_last = { agg = "time_since_last" }"#;
     format!(
         r#"
 [rank_item]
@@ -305,11 +310,7 @@ entity = "item"
 events = ["{event_type}"]
 allowed_lateness = "3650days"
 [rank_item.features]
-n = {{ agg = "count" }}
-n_1d = {{ agg = "count", window = "1d", tile = "1h" }}
-n_7d = {{ agg = "count", window = "7days", tile = "6h" }}
-n_30d = {{ agg = "count", window = "30days", tile = "1d" }}
-since_last = {{ agg = "time_since_last" }}
+{windows}
 decayed_7d = {{ agg = "decayed_count", half_life = "7days" }}
 
 [rank_user]
@@ -317,11 +318,7 @@ entity = "user"
 events = ["{event_type}"]
 allowed_lateness = "3650days"
 [rank_user.features]
-n = {{ agg = "count" }}
-n_1d = {{ agg = "count", window = "1d", tile = "1h" }}
-n_7d = {{ agg = "count", window = "7days", tile = "6h" }}
-n_30d = {{ agg = "count", window = "30days", tile = "1d" }}
-since_last = {{ agg = "time_since_last" }}
+{windows}
 "#
     )
 }
@@ -452,14 +449,10 @@ pub fn build_block(
 
     // Time-ordered histories, for the recency similarity.
     let mut recent: Vec<Vec<(i64, u32)>> = vec![Vec::new(); train.users.len()];
+    let mut first_seen = vec![i64::MAX; n_items];
     for r in split.train_rows() {
         if let (Some(u), Some(i)) = (train.users.get(&r.user), train.items.get(&r.item)) {
             recent[u as usize].push((r.ts, i));
-        }
-    }
-    let mut first_seen = vec![i64::MAX; n_items];
-    for r in split.train_rows() {
-        if let Some(i) = train.items.get(&r.item) {
             first_seen[i as usize] = first_seen[i as usize].min(r.ts);
         }
     }
@@ -663,23 +656,7 @@ impl Rankers {
     pub fn rank(&self, block: &Block) -> (Block, Vec<f64>) {
         let (kept, _) = block.top_per_group(&self.light_scores(block), self.light_keep);
         let heavy = self.heavy.predict_raw_batch(&kept.values);
-        let starts = kept.group_starts();
-        let mut out = Block { n_features: kept.n_features, ..Block::default() };
-        let mut out_scores = Vec::with_capacity(heavy.len());
-        for g in 0..kept.group_sizes.len() {
-            let order = rank_desc(&heavy[starts[g]..starts[g + 1]]);
-            out.users.push(kept.users[g]);
-            out.n_truth.push(kept.n_truth[g]);
-            out.group_sizes.push(order.len());
-            for &i in &order {
-                let r = starts[g] + i;
-                out.items.push(kept.items[r]);
-                out.labels.push(kept.labels[r]);
-                out.values.extend_from_slice(kept.row(r));
-                out_scores.push(heavy[r]);
-            }
-        }
-        (out, out_scores)
+        kept.top_per_group(&heavy, usize::MAX)
     }
 
     /// Trains the light and heavy rankers and the calibrator on `block` (several periods'
@@ -691,15 +668,10 @@ impl Rankers {
         let started = Instant::now();
         let light_features: Vec<usize> = (0..names.len()).filter(|&c| is_cheap(&names[c])).collect();
         let light_names: Vec<String> = light_features.iter().map(|&c| names[c].clone()).collect();
-        let light = linear::fit_logistic(
-            &columns(block, &light_features),
-            light_features.len(),
-            &block.labels,
-            None,
-            light_names,
-            &params.light,
-        )?;
-        let light_scores = light.score_batch(&columns(block, &light_features));
+        let light_values = columns(block, &light_features);
+        let light =
+            linear::fit_logistic(&light_values, light_features.len(), &block.labels, None, light_names, &params.light)?;
+        let light_scores = light.score_batch(&light_values);
         let (heavy_block, _) = block.top_per_group(&light_scores, params.light_keep);
 
         // A user-level holdout picks the configuration, the number of trees and the calibration.
@@ -934,14 +906,9 @@ pub fn evaluate(
     for (name, _) in &retrievers.models {
         let Some(col) = names.iter().position(|n| *n == format!("{name}_rank")) else { continue };
         let scores: Vec<f64> = (0..block.labels.len()).map(|r| -block.row(r)[col]).collect();
-        let mut total = 0.0;
-        for g in 0..block.group_sizes.len() {
-            let order = rank_desc(&scores[block_starts[g]..block_starts[g + 1]]);
-            let hits: Vec<bool> =
-                order.iter().take(params.k).map(|&i| block.labels[block_starts[g] + i] > 0.0).collect();
-            total += ndcg_at_k(&hits, block.n_truth[g], params.k);
-        }
-        let ndcg = total / split.eval_users().len().max(1) as f64;
+        // Over every evaluation user, as the protocol counts them: users without candidates score 0.
+        let ndcg =
+            block.ndcg(&scores, params.k) * block.group_sizes.len() as f64 / split.eval_users().len().max(1) as f64;
         if ndcg > best_retrieval.1 {
             best_retrieval = (name.clone(), ndcg);
         }
@@ -1088,7 +1055,7 @@ mod tests {
             let alone = block.ndcg(&by_source, 10);
             assert!(cascade > alone + 0.05, "cascade {cascade:.4} vs {source} {alone:.4}");
         }
-        // Calibrated scores are probabilities and rise with the raw score.
+        // Calibrated scores are probabilities.
         let p: Vec<f64> = scores.iter().map(|&s| rankers.calibrator.apply(s)).collect();
         assert!(p.iter().all(|x| (0.0..=1.0).contains(x)));
     }
