@@ -37,6 +37,11 @@ pub enum ErrorCode {
     InvalidFeatureRequest,
     /// The online feature store (Redis) cannot be reached; retry later.
     FeatureStoreUnavailable,
+    /// A recommendation, rank or similar-items request is well-formed JSON but not valid (`k`
+    /// out of range, an empty user id, too many items); `details` names the field.
+    InvalidRecommendationRequest,
+    /// The request names a pipeline that is not configured.
+    UnknownPipeline,
     Internal,
 }
 
@@ -244,4 +249,172 @@ pub struct Health {
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// Body of `POST /v1/recommendations`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user": "u42", "k": 10, "context": {"device": "mobile", "page": "home"}, "exclude": ["i7"], "explain": true}))]
+pub struct RecommendationRequest {
+    /// The user. One the models have never seen is a cold-start user, not an error.
+    pub user: String,
+    /// How many items (default: the pipeline's `k`, at most its `max_k`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// Request context: `time` (RFC 3339 or ms; default now) is the instant features and rules
+    /// are evaluated at; other keys (`device`, `page`, ...) are logged with the impressions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub context: BTreeMap<String, serde_json::Value>,
+    /// Items that must not be recommended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// Keep only items whose attribute has one of the values, e.g. `{"genres": ["Comedy"]}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filters: BTreeMap<String, Vec<String>>,
+    /// Return each item's trace: sources, per-stage scores, the ranker's top reasons, rules.
+    #[serde(default)]
+    pub explain: bool,
+    /// A configured pipeline (`[pipelines.<name>]`; default `serving.default_pipeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+}
+
+/// One source's opinion of an item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SourceHit {
+    pub source: String,
+    pub score: f64,
+    /// 0-based rank in that source's list.
+    pub rank: usize,
+}
+
+/// A feature's contribution to the heavy ranker's score (TreeSHAP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reason {
+    pub feature: String,
+    pub value: f64,
+    pub contribution: f64,
+}
+
+/// Why an item is where it is (`explain: true`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ItemTrace {
+    /// Every retrieval source that proposed it.
+    pub hits: Vec<SourceHit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub light_score: Option<f64>,
+    /// The heavy ranker's raw score, and its calibrated probability of an interaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heavy_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Position in the ranked list before rules and exploration (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranked_position: Option<usize>,
+    /// The heavy ranker's strongest reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
+    /// What business rules did to it (`pin`, `freshness_slot`, `max_per_window:<attr>`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendedItem {
+    pub id: String,
+    /// The order's score: a calibrated probability when the heavy ranker served.
+    pub score: f64,
+    /// 0-based.
+    pub position: usize,
+    /// The source whose quota brought it (absent for pinned items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Shown by the exploration policy rather than the ranker.
+    pub explored: bool,
+    /// Probability that the serving policy shows this item in this request (logged for
+    /// off-policy evaluation).
+    pub propensity: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<ItemTrace>,
+}
+
+/// How a response was served.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ServingPath {
+    /// Retrieval sources that served the request.
+    pub sources: Vec<String>,
+    /// What ordered the items: `heavy`, `light`, `retrieval`, `popularity` or `static`.
+    pub ranked_by: String,
+    /// Served by the cold-start sources.
+    pub cold_start: bool,
+    /// Why a fallback served, when one did (`no_bundle`, `ranker_missing`, `ranker_failed`,
+    /// `ranker_timeout`, `features_unavailable`, `features_timeout`, `retrieval_failed`,
+    /// `retrieval_timeout`, `index_missing`, `previous_version`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
+    /// Time spent per stage, ms (with `explain: true`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages_ms: BTreeMap<String, f64>,
+}
+
+/// An item a rule removed (with `explain: true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RemovedItem {
+    pub id: String,
+    pub rule: String,
+}
+
+/// The answer to `POST /v1/recommendations` and `POST /v1/rank`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendationResponse {
+    /// Identifies this response in the impression log; send it with outcomes
+    /// (`fields.request_id`) to attribute them exactly.
+    pub request_id: String,
+    pub pipeline: String,
+    /// The model bundle that served (absent when none could).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u64>,
+    pub items: Vec<RecommendedItem>,
+    pub path: ServingPath,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedItem>,
+    /// Rules' remarks (a pin that could not be placed, a list shorter than `k`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Body of `POST /v1/rank`: re-rank a list the client already has.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"user": "u42", "items": ["i1", "i2", "i3"]}))]
+pub struct RankRequest {
+    pub user: String,
+    /// The items to order (at most the pipeline's `candidates`). Items the models do not know
+    /// keep their relative order after the known ones.
+    pub items: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub context: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub explain: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+}
+
+/// The answer to `GET /v1/items/{id}/similar`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SimilarResponse {
+    pub item: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u64>,
+    pub items: Vec<SimilarItem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SimilarItem {
+    pub id: String,
+    pub score: f64,
+    /// `itemknn` (co-interaction cosine) or `content` (attribute tf-idf cosine).
+    pub source: String,
 }

@@ -46,6 +46,40 @@ pub struct Config {
     /// Feature views by name (`[features.<view>]`); none by default. See [`crate::features`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, crate::features::ViewConfig>,
+    /// How `cascade serve` serves recommendations (`[serving]`).
+    pub serving: ServingConfig,
+    /// Named recommendation pipelines (`[pipelines.<name>]`): sources and quotas, deadlines,
+    /// rules, exploration. Kept as tables here and validated by the engine, which owns their
+    /// meaning; `default` exists even when not written.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pipelines: BTreeMap<String, toml::Table>,
+}
+
+/// `[serving]`: what `cascade serve` does beyond ingestion and features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingConfig {
+    /// How often the server looks for a newer trained bundle and swaps it in ("0s" = never).
+    #[serde(with = "duration_str")]
+    pub reload_interval: Duration,
+    /// Log every response's impressions into the event log (type `impression`).
+    pub log_impressions: bool,
+    /// Responses waiting to be logged; when full, impressions are dropped and counted
+    /// (`impressions_dropped_total`) rather than slowing responses.
+    pub impression_queue: usize,
+    /// The pipeline a request without `pipeline` uses.
+    pub default_pipeline: String,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        ServingConfig {
+            reload_interval: Duration::from_secs(10),
+            log_impressions: true,
+            impression_queue: 10_000,
+            default_pipeline: "default".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,10 +90,16 @@ impl Default for Config {
             log: LogConfig::default(),
             catalogue: CatalogueConfig::default(),
             entities: EntitiesConfig::default(),
-            events: default_events(),
+            events: {
+                let mut events = default_events();
+                events.insert(IMPRESSION.to_string(), impression_event());
+                events
+            },
             train: TrainConfig::default(),
             features_store: FeaturesStoreConfig::default(),
             features: BTreeMap::new(),
+            serving: ServingConfig::default(),
+            pipelines: BTreeMap::new(),
         }
     }
 }
@@ -303,6 +343,34 @@ impl From<FieldSpec> for String {
     }
 }
 
+/// The event type `cascade serve` logs impressions as: one event per shown item. Always declared
+/// (a config may declare it itself, with these fields at least).
+pub const IMPRESSION: &str = "impression";
+
+fn impression_event() -> EventTypeConfig {
+    EventTypeConfig {
+        entities: vec![EntityKind::User, EntityKind::Item],
+        fields: [
+            ("request_id", "string"),
+            ("position", "int"),
+            ("score", "float"),
+            ("propensity", "float"),
+            ("explored", "bool"),
+            ("model_version", "int?"),
+            ("pipeline", "string"),
+            ("ranked_by", "string"),
+            ("greedy_rank", "int?"),
+            ("slots", "int"),
+            ("tail", "int"),
+            ("k", "int"),
+            ("feature_digest", "string?"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.parse().unwrap()))
+        .collect(),
+    }
+}
+
 fn default_events() -> BTreeMap<String, EventTypeConfig> {
     let both = || vec![EntityKind::User, EntityKind::Item];
     let ev = |entities: Vec<EntityKind>, fields: &[(&str, &str)]| EventTypeConfig {
@@ -379,6 +447,7 @@ impl Config {
                     .map_err(|e| ConfigError::Env { var: var.clone(), message: e.to_string() })?;
             }
         }
+        config.events.entry(IMPRESSION.to_string()).or_insert_with(impression_event);
         config.validate()?;
         Ok(config)
     }
@@ -548,7 +617,8 @@ mod tests {
             "f",
         )
         .unwrap();
-        assert_eq!(c.events.keys().collect::<Vec<_>>(), ["listen"]);
+        // The built-in `impression` type stays: serving logs impressions whatever else is declared.
+        assert_eq!(c.events.keys().collect::<Vec<_>>(), ["impression", "listen"]);
         let err = Config::from_toml("[events.Listen]\n[train]\ninteractions = {}\n", "f").unwrap_err().to_string();
         assert!(err.contains("events.Listen"), "{err}");
         let err = Config::from_toml("[train]\ninteractions = { teleport = 1.0 }\n", "f").unwrap_err().to_string();

@@ -83,6 +83,31 @@ impl LoadedBundle {
         })
     }
 
+    /// The serving generator over `quotas` (source name → candidates it may contribute), in
+    /// the map's order, for the sources the bundle has: the collaborative ones (`als` through
+    /// the ANN index, `itemknn`, `bpr`) for users with history; popularity, trending and
+    /// content-based for everyone, as the rankers saw them in training.
+    pub fn generator_with(&self, quotas: &BTreeMap<String, usize>) -> Generator {
+        let mut sources = Vec::new();
+        for (name, &quota) in quotas {
+            if name == "als" {
+                if let (Some(als), Some(index)) = (self.models.get("als"), &self.als_index)
+                    && let Some(source) = AnnSource::new("als", als.clone(), index.clone())
+                {
+                    sources.push(SourceSpec::warm(Box::new(source), quota));
+                }
+                continue;
+            }
+            let Some(model) = self.models.get(name) else { continue };
+            let source = Box::new(RetrieverSource::new(name.as_str(), model.clone()));
+            sources.push(match name.as_str() {
+                "itemknn" | "bpr" => SourceSpec::warm(source, quota),
+                _ => SourceSpec::all(source, quota),
+            });
+        }
+        Generator::new(sources)
+    }
+
     /// The default candidate generator: ALS through the ANN index and item-kNN for users with
     /// history; popularity, trending (decayed popularity) and content-based for cold users.
     /// `per_source` is each quota.

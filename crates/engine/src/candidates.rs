@@ -117,6 +117,19 @@ impl Generator {
         Generator { sources, min_history: 5 }
     }
 
+    /// Number of sources.
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.source.name().to_string()).collect()
+    }
+
     pub fn source_name(&self, index: usize) -> &str {
         self.sources[index].source.name()
     }

@@ -21,6 +21,10 @@
 
 pub mod bundle;
 pub mod candidates;
+pub mod explore;
+pub mod live;
 pub mod ranking;
+pub mod rules;
+pub mod serving;
 pub mod sources;
 pub mod training;

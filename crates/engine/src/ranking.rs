@@ -295,9 +295,12 @@ fn rank_desc(scores: &[f64]) -> Vec<usize> {
     order
 }
 
-/// The feature-engine views behind the user and item aggregates, over interactions of
-/// `event_type`.
-fn aggregate_views(event_type: &str) -> String {
+/// The feature-engine views behind the user and item aggregates (`rank_item`, `rank_user`), over
+/// events of `event_types`, as `[features]` TOML. Training replays interactions as events of one
+/// type; serving defines the same views over the project's interaction types, so the online
+/// values count the same events.
+pub fn aggregate_views(event_types: &[&str]) -> String {
+    let events = event_types.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ");
     let windows = r#"n = { agg = "count" }
 n_1d = { agg = "count", window = "1d", tile = "1h" }
 n_7d = { agg = "count", window = "7days", tile = "6h" }
@@ -307,7 +310,7 @@ since_last = { agg = "time_since_last" }"#;
         r#"
 [rank_item]
 entity = "item"
-events = ["{event_type}"]
+events = [{events}]
 allowed_lateness = "3650days"
 [rank_item.features]
 {windows}
@@ -315,12 +318,24 @@ decayed_7d = {{ agg = "decayed_count", half_life = "7days" }}
 
 [rank_user]
 entity = "user"
-events = ["{event_type}"]
+events = [{events}]
 allowed_lateness = "3650days"
 [rank_user.features]
 {windows}
 "#
     )
+}
+
+/// An aggregate's value as a ranker feature (offline from the replay, online from the store):
+/// numbers as they are, `time_since_last` in days, no value as NaN.
+pub fn aggregate_value(feature: &str, value: Option<&Value>) -> f64 {
+    let x = match value {
+        Some(Value::Int(i)) => *i as f64,
+        Some(Value::Float(f)) => *f,
+        Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+        _ => f64::NAN,
+    };
+    if feature == "since_last" { x / 86_400.0 } else { x }
 }
 
 /// Interactions enter the feature replay as events of this type.
@@ -331,7 +346,7 @@ const EVENT_TYPE: &str = "rating";
 #[allow(clippy::type_complexity)]
 fn aggregates(split: &Split, at: i64, unit_ms: i64) -> Result<(Vec<String>, Vec<Vec<f64>>, Vec<Vec<f64>>)> {
     let config = Config {
-        features: toml::from_str(&aggregate_views(EVENT_TYPE)).expect("built-in views parse"),
+        features: toml::from_str(&aggregate_views(&[EVENT_TYPE])).expect("built-in views parse"),
         ..Config::default()
     };
     let set = FeatureSet::from_config(&config)?;
@@ -360,20 +375,7 @@ fn aggregates(split: &Split, at: i64, unit_ms: i64) -> Result<(Vec<String>, Vec<
             .rows
             .iter()
             .map(|row| {
-                row.values
-                    .iter()
-                    .zip(&ts.columns)
-                    .map(|(v, c)| {
-                        let x = match &v.value {
-                            Some(Value::Int(i)) => *i as f64,
-                            Some(Value::Float(f)) => *f,
-                            Some(Value::Bool(b)) => f64::from(u8::from(*b)),
-                            _ => f64::NAN,
-                        };
-                        // Seconds are a poor scale for trees' quantile bins only in readability.
-                        if c.feature == "since_last" { x / 86_400.0 } else { x }
-                    })
-                    .collect()
+                row.values.iter().zip(&ts.columns).map(|(v, c)| aggregate_value(&c.feature, v.value.as_ref())).collect()
             })
             .collect();
         Ok((names, values))
@@ -419,6 +421,142 @@ fn percentiles(values: &mut [f64], n_features: usize, c: usize) {
     for (&r, p) in rows.iter().zip(out) {
         values[r * n_features + c] = p;
     }
+}
+
+/// The ranker's feature vector: which columns, in which order, under which names. Built by
+/// training and recovered from a bundle's feature list by serving, so that both fill the same
+/// columns with [`Layout::assemble`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    /// Retrieval sources, each with a score and a rank column.
+    pub sources: Vec<String>,
+    /// Whether item-kNN similarity to the user's recent items is a column.
+    pub recent_knn: bool,
+    /// `rank_item.*` and `rank_user.*` aggregates, as `view.feature`.
+    pub item_aggs: Vec<String>,
+    pub user_aggs: Vec<String>,
+    /// Per column: whether it is a within-request percentile (see [`RankingParams::relative`]).
+    pub relative: Vec<bool>,
+    pub names: Vec<String>,
+}
+
+/// The per-candidate inputs of one request, each `Vec` one value per candidate.
+#[derive(Debug, Clone, Default)]
+pub struct CandidateInputs<'a> {
+    /// Per source (in layout order), its score of every candidate.
+    pub source_scores: Vec<Vec<f64>>,
+    /// Item-kNN score from the user's most recent items (empty when the layout has none).
+    pub recent: Vec<f64>,
+    /// (strongest, summed) share of the user's history sharing an attribute token with the item.
+    pub affinity: Vec<(f64, f64)>,
+    pub item_age_days: Vec<f64>,
+    pub release_age_years: Vec<f64>,
+    /// Per candidate, its `item_aggs` values.
+    pub item_aggs: Vec<&'a [f64]>,
+    /// The user's `user_aggs` values.
+    pub user_aggs: &'a [f64],
+}
+
+const ITEM_FACTS: [&str; 4] = ["genre_share_max", "genre_share_sum", "item_age_days", "release_age_years"];
+
+impl Layout {
+    pub fn new(
+        sources: Vec<String>,
+        recent_knn: bool,
+        item_aggs: Vec<String>,
+        user_aggs: Vec<String>,
+        relative: bool,
+    ) -> Layout {
+        let mut names: Vec<String> = Vec::new();
+        for source in &sources {
+            names.push(format!("{source}_score"));
+            names.push(format!("{source}_rank"));
+        }
+        if recent_knn {
+            names.push("recent_knn_score".into());
+        }
+        names.extend(ITEM_FACTS.map(String::from));
+        names.extend(item_aggs.iter().cloned());
+        names.extend(user_aggs.iter().cloned());
+        // Ranks are positions already; user features are one value per request.
+        let relative: Vec<bool> =
+            names.iter().map(|n| relative && !n.ends_with("_rank") && !n.starts_with("rank_user.")).collect();
+        for (name, rel) in names.iter_mut().zip(&relative) {
+            if *rel {
+                name.push_str("_pct");
+            }
+        }
+        Layout { sources, recent_knn, item_aggs, user_aggs, relative, names }
+    }
+
+    /// The layout that produced `names` (a bundle's feature list), or why there is none.
+    pub fn parse(names: &[String]) -> Result<Layout> {
+        let relative = names.iter().any(|n| n.ends_with("_pct"));
+        let base = |n: &str| n.strip_suffix("_pct").unwrap_or(n).to_string();
+        let sources: Vec<String> = names.iter().filter_map(|n| n.strip_suffix("_rank").map(String::from)).collect();
+        let recent_knn = names.iter().any(|n| base(n) == "recent_knn_score");
+        let item_aggs = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_item.")).collect();
+        let user_aggs = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_user.")).collect();
+        let layout = Layout::new(sources, recent_knn, item_aggs, user_aggs, relative);
+        if layout.names != names {
+            return Err(Error::Data(format!(
+                "the rankers' feature list is not one this version computes: {names:?} (expected {:?})",
+                layout.names
+            )));
+        }
+        Ok(layout)
+    }
+
+    /// The rows of one request's candidates (row-major, `names.len()` columns): every source's
+    /// score and its rank among the candidates, the item facts and aggregates, and the user's
+    /// aggregates; then the relative columns as within-request percentiles.
+    pub fn assemble(&self, inputs: &CandidateInputs<'_>) -> Vec<f64> {
+        let n_features = self.names.len();
+        let n = inputs.affinity.len();
+        let mut values = vec![0f64; n * n_features];
+        let mut col = 0;
+        for cand in &inputs.source_scores {
+            let order = rank_desc(cand);
+            for (rank, &r) in order.iter().enumerate() {
+                values[r * n_features + col] = cand[r];
+                values[r * n_features + col + 1] = rank as f64;
+            }
+            col += 2;
+        }
+        for r in 0..n {
+            let row = &mut values[r * n_features..(r + 1) * n_features];
+            let mut c = col;
+            if self.recent_knn {
+                row[c] = inputs.recent[r];
+                c += 1;
+            }
+            let (max, sum) = inputs.affinity[r];
+            row[c..c + 4].copy_from_slice(&[max, sum, inputs.item_age_days[r], inputs.release_age_years[r]]);
+            c += 4;
+            let ia = inputs.item_aggs[r];
+            row[c..c + ia.len()].copy_from_slice(ia);
+            c += ia.len();
+            let ua = inputs.user_aggs;
+            row[c..c + ua.len()].copy_from_slice(ua);
+        }
+        for (c, _) in self.relative.iter().enumerate().filter(|(_, r)| **r) {
+            percentiles(&mut values, n_features, c);
+        }
+        values
+    }
+}
+
+/// The (strongest, summed) share of a history of `hist_len` items, whose attribute-token counts
+/// are `profile`, sharing each of `tokens`.
+pub fn affinity(profile: &HashMap<u32, f64>, tokens: &[u32], hist_len: f64) -> (f64, f64) {
+    let mut max = 0f64;
+    let mut sum = 0f64;
+    for t in tokens {
+        let share = profile.get(t).copied().unwrap_or(0.0) / hist_len;
+        max = max.max(share);
+        sum += share;
+    }
+    (max, sum)
 }
 
 /// One user's candidates, as [`Block`] holds them.
@@ -490,27 +628,12 @@ pub fn build_block(
         _ => None,
     });
 
-    let mut names: Vec<String> = Vec::new();
-    for (source, _) in &retrievers.models {
-        names.push(format!("{source}_score"));
-        names.push(format!("{source}_rank"));
-    }
-    if knn.is_some() {
-        names.push("recent_knn_score".into());
-    }
-    names.extend(["genre_share_max", "genre_share_sum", "item_age_days", "release_age_years"].map(String::from));
-    names.extend(agg_names);
+    let (item_agg_names, user_agg_names): (Vec<String>, Vec<String>) =
+        agg_names.into_iter().partition(|n| n.starts_with("rank_item."));
+    let sources: Vec<String> = retrievers.models.iter().map(|(n, _)| n.clone()).collect();
+    let layout = Layout::new(sources, knn.is_some(), item_agg_names, user_agg_names, params.relative);
+    let names = layout.names.clone();
     let n_features = names.len();
-    // Which columns become within-request percentiles (see `RankingParams::relative`).
-    let relative: Vec<bool> =
-        names.iter().map(|n| params.relative && !n.ends_with("_rank") && !n.starts_with("rank_user.")).collect();
-    if params.relative {
-        for (name, rel) in names.iter_mut().zip(&relative) {
-            if *rel {
-                name.push_str("_pct");
-            }
-        }
-    }
     let quota_of = |name: &str| params.quotas.get(name).copied().unwrap_or(0);
 
     let groups: Vec<Option<Group>> = split
@@ -564,45 +687,28 @@ pub fn build_block(
                 }
                 let hist_len = history.0.len().max(1) as f64;
 
-                let n = chosen.len();
-                let mut values = vec![0f64; n * n_features];
-                let mut col = 0;
-                for s in scores.iter().take(retrievers.models.len()) {
-                    let cand: Vec<f64> = chosen.iter().map(|&i| f64::from(s[i as usize])).collect();
-                    let order = rank_desc(&cand);
-                    for (rank, &r) in order.iter().enumerate() {
-                        values[r * n_features + col] = cand[r];
-                        values[r * n_features + col + 1] = rank as f64;
-                    }
-                    col += 2;
-                }
-                for (r, &i) in chosen.iter().enumerate() {
-                    let row = &mut values[r * n_features..(r + 1) * n_features];
-                    let mut c = col;
-                    if let Some(rs) = &recent_scores {
-                        row[c] = f64::from(rs[i as usize]);
-                        c += 1;
-                    }
-                    let shares: Vec<f64> = item_tokens[i as usize]
+                let inputs = CandidateInputs {
+                    source_scores: scores
                         .iter()
-                        .map(|t| profile.get(t).copied().unwrap_or(0.0) / hist_len)
-                        .collect();
-                    row[c] = shares.iter().copied().fold(0.0, f64::max);
-                    row[c + 1] = shares.iter().sum();
-                    let first = first_seen[i as usize];
-                    row[c + 2] =
-                        if first == i64::MAX { f64::NAN } else { (at - first * unit_ms) as f64 / DAY_MS as f64 };
-                    row[c + 3] = released[i as usize];
-                    c += 4;
-                    let ia = &item_aggs[i as usize];
-                    row[c..c + ia.len()].copy_from_slice(ia);
-                    c += ia.len();
-                    let ua = &user_aggs[u as usize];
-                    row[c..c + ua.len()].copy_from_slice(ua);
-                }
-                for (c, _) in relative.iter().enumerate().filter(|(_, r)| **r) {
-                    percentiles(&mut values, n_features, c);
-                }
+                        .take(retrievers.models.len())
+                        .map(|s| chosen.iter().map(|&i| f64::from(s[i as usize])).collect())
+                        .collect(),
+                    recent: recent_scores
+                        .map(|rs| chosen.iter().map(|&i| f64::from(rs[i as usize])).collect())
+                        .unwrap_or_default(),
+                    affinity: chosen.iter().map(|&i| affinity(&profile, &item_tokens[i as usize], hist_len)).collect(),
+                    item_age_days: chosen
+                        .iter()
+                        .map(|&i| {
+                            let first = first_seen[i as usize];
+                            if first == i64::MAX { f64::NAN } else { (at - first * unit_ms) as f64 / DAY_MS as f64 }
+                        })
+                        .collect(),
+                    release_age_years: chosen.iter().map(|&i| released[i as usize]).collect(),
+                    item_aggs: chosen.iter().map(|&i| item_aggs[i as usize].as_slice()).collect(),
+                    user_aggs: &user_aggs[u as usize],
+                };
+                let values = layout.assemble(&inputs);
                 let truth = split.truth_items(u);
                 let labels = chosen.iter().map(|i| f64::from(u8::from(truth.binary_search(i).is_ok()))).collect();
                 Some(Group { user: u, n_truth: split.truth(u).len(), items: chosen, labels, values })
@@ -707,7 +813,7 @@ impl Rankers {
         let mut importance: Vec<(String, f64)> = names.iter().cloned().zip(gain).collect();
         importance.sort_by(|a, b| b.1.total_cmp(&a.1));
         let views: BTreeMap<String, cascade_core::features::ViewConfig> =
-            toml::from_str(&aggregate_views(EVENT_TYPE)).expect("built-in views parse");
+            toml::from_str(&aggregate_views(&[EVENT_TYPE])).expect("built-in views parse");
         let report = json!({
             "features": names,
             "feature_views": views.iter().map(|(n, v)| (n.clone(), json!({"version": v.version}))).collect::<serde_json::Map<_, _>>(),

@@ -34,6 +34,7 @@
 
 pub mod error;
 pub mod metrics;
+pub mod offpolicy;
 pub mod protocol;
 
 pub use error::{Error, ErrorKind, Result};

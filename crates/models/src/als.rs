@@ -444,6 +444,26 @@ impl Retriever for Als {
             score_all(&self.item_factors, k, &x, out);
         }
     }
+
+    fn score_items(&self, user: u32, history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {
+        let k = self.params.factors;
+        let folded;
+        let x = if (user as usize) < self.n_users {
+            self.user_vector(user)
+        } else {
+            folded = self.fold_in(history);
+            &folded
+        };
+        score_some(&self.item_factors, k, x, items, out);
+    }
+}
+
+/// [`score_all`] for some items (unknown ones score 0), with the same arithmetic.
+pub(crate) fn score_some(factors: &[f32], k: usize, x: &[f32], items: &[u32], out: &mut [f32]) {
+    for (o, &i) in out.iter_mut().zip(items) {
+        let at = i as usize * k;
+        *o = factors.get(at..at + k).map_or(0.0, |y| dot(y, x));
+    }
 }
 
 impl Persist for Als {

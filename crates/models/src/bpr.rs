@@ -363,6 +363,17 @@ impl Retriever for Bpr {
             }
         }
     }
+
+    fn score_items(&self, user: u32, _history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {
+        let d = self.dim();
+        if (user as usize) < self.n_users {
+            crate::als::score_some(&self.item_factors, d, self.user_vector(user), items, out);
+        } else {
+            for (o, &i) in out.iter_mut().zip(items) {
+                *o = self.item_factors.get(i as usize * d + d - 1).copied().unwrap_or(0.0);
+            }
+        }
+    }
 }
 
 impl Persist for Bpr {

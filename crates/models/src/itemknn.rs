@@ -172,6 +172,20 @@ impl Retriever for ItemKnn {
             }
         }
     }
+
+    /// Sums in the same order as `score_user` (history order), so the values are identical.
+    fn score_items(&self, _user: u32, history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {
+        out.fill(0.0);
+        let position: std::collections::HashMap<u32, usize> = items.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        for (&i, &w) in history.0.iter().zip(history.1) {
+            let (n, s) = self.neighbours(i);
+            for (j, &v) in n.iter().zip(s) {
+                if let Some(&p) = position.get(j) {
+                    out[p] += v * w;
+                }
+            }
+        }
+    }
 }
 
 impl Persist for ItemKnn {

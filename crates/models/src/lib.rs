@@ -80,6 +80,17 @@ pub trait Retriever: Send + Sync {
     /// Writes one score per item into `out` (`out.len() == n_items()`), overwriting it.
     fn score_user(&self, user: u32, history: (&[u32], &[f32]), out: &mut [f32]);
 
+    /// Scores of `items` only, into `out` (same length), equal to what [`Retriever::score_user`]
+    /// writes for them. Serving scores a few hundred candidates, not the catalogue; models with a
+    /// cheap per-item score override this.
+    fn score_items(&self, user: u32, history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {
+        let mut all = vec![0f32; self.n_items()];
+        self.score_user(user, history, &mut all);
+        for (o, &i) in out.iter_mut().zip(items) {
+            *o = all.get(i as usize).copied().unwrap_or(0.0);
+        }
+    }
+
     /// The `k` best items for `user`, best first, ties by smaller item index; with
     /// `exclude_seen` the items of `history` are left out.
     fn recommend(&self, user: u32, history: (&[u32], &[f32]), k: usize, exclude_seen: bool) -> Vec<(u32, f32)> {

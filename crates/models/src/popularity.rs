@@ -197,6 +197,12 @@ impl Retriever for Popularity {
     fn score_user(&self, _user: u32, _history: (&[u32], &[f32]), out: &mut [f32]) {
         out.copy_from_slice(&self.scores);
     }
+
+    fn score_items(&self, _user: u32, _history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {
+        for (o, &i) in out.iter_mut().zip(items) {
+            *o = self.scores.get(i as usize).copied().unwrap_or(0.0);
+        }
+    }
 }
 
 impl Persist for Popularity {

@@ -31,7 +31,9 @@ fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidItem
         | ErrorCode::InvalidUser
         | ErrorCode::UnknownFeature
-        | ErrorCode::InvalidFeatureRequest => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidFeatureRequest
+        | ErrorCode::InvalidRecommendationRequest
+        | ErrorCode::UnknownPipeline => StatusCode::BAD_REQUEST,
         ErrorCode::BatchTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::ItemNotFound | ErrorCode::UserNotFound => StatusCode::NOT_FOUND,

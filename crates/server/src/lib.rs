@@ -8,10 +8,12 @@ mod error;
 mod features;
 mod ingest;
 mod ops;
+mod recommend;
 
 pub use error::ApiError;
 pub use features::{Features, VECTOR_LOG_FILE};
 pub use ops::metrics_handle;
+pub use recommend::{Faults, Recommender, Stage};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +43,7 @@ pub struct AppState {
     limits: Limits,
     metrics: PrometheusHandle,
     features: Arc<Features>,
+    recommender: Arc<Recommender>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -50,7 +53,7 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Arc<Store>, features: Arc<Features>) -> AppState {
+    pub fn new(config: &Config, store: Arc<Store>, features: Arc<Features>, recommender: Arc<Recommender>) -> AppState {
         AppState {
             store,
             schema: Arc::new(Schema::from_config(config)),
@@ -60,6 +63,7 @@ impl AppState {
             },
             metrics: metrics_handle(),
             features,
+            recommender,
         }
     }
 }
@@ -70,6 +74,7 @@ impl AppState {
     paths(
         ingest::post_events,
         features::post_features,
+        recommend::post_recommendations, recommend::post_rank, recommend::get_similar,
         catalogue::put_item, catalogue::get_item, catalogue::put_user, catalogue::get_user,
         ops::live, ops::ready, ops::metrics,
     ),
@@ -77,6 +82,7 @@ impl AppState {
         (name = "events", description = "Event ingestion"),
         (name = "catalogue", description = "Items and users"),
         (name = "features", description = "Online feature values"),
+        (name = "recommendations", description = "The serving cascade: recommendations, re-ranking, similar items"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -94,6 +100,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(ingest::post_events))
         .route("/v1/features", post(features::post_features))
+        .route("/v1/recommendations", post(recommend::post_recommendations))
+        .route("/v1/rank", post(recommend::post_rank))
+        .route("/v1/items/{id}/similar", get(recommend::get_similar))
         .route("/v1/items/{id}", get(catalogue::get_item).put(catalogue::put_item))
         .route("/v1/users/{id}", get(catalogue::get_user).put(catalogue::put_user))
         .route("/v2/health/live", get(ops::live))
@@ -116,6 +125,26 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with_faults(config, store, listener, shutdown, Arc::default()).await
+}
+
+/// [`run`] with faults injected into the serving stages (chaos tests of the fallbacks).
+pub async fn run_with_faults(
+    config: &Config,
+    store: Arc<Store>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    faults: Arc<Faults>,
+) -> std::io::Result<()> {
+    // The rankers' aggregates are feature views like any other, defined over the interactions.
+    let config = &cascade_engine::serving::with_ranking_views(config).map_err(std::io::Error::other)?;
+    let pipelines = cascade_engine::serving::Pipeline::from_tables(&config.pipelines).map_err(std::io::Error::other)?;
+    if !pipelines.contains_key(&config.serving.default_pipeline) {
+        return Err(std::io::Error::other(format!(
+            "serving.default_pipeline: no pipeline `{}` is configured",
+            config.serving.default_pipeline
+        )));
+    }
     let set = cascade_features::FeatureSet::from_config(config).map_err(std::io::Error::other)?;
     let online = Arc::new(
         cascade_features::OnlineStore::open(&config.features_store, store.dir(), set)
@@ -134,7 +163,41 @@ pub async fn run(
         Duration::from_millis(config.features_store.poll_interval_ms),
         config.features_store.checkpoint_interval,
     ));
-    let app = router(AppState::new(config, store.clone(), features.clone()));
+    let live = Arc::new(cascade_engine::live::Live::new(cascade_engine::live::LiveConfig {
+        interactions: config.train.interactions.keys().cloned().collect(),
+        ..Default::default()
+    }));
+    let recommender = Arc::new(Recommender::new(
+        live.clone(),
+        pipelines,
+        config.serving.default_pipeline.clone(),
+        store.dir().join("registry"),
+        faults,
+    ));
+    {
+        let r = recommender.clone();
+        match tokio::task::spawn_blocking(move || r.reload()).await.map_err(std::io::Error::other)? {
+            Ok(Some(version)) => tracing::info!(version, "serving model bundle"),
+            Ok(None) => {
+                tracing::warn!("no model bundle yet: recommendations fall back to popularity until `cascade train`")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the latest model bundle cannot be loaded; falling back to popularity")
+            }
+        }
+    }
+    let follow = tokio::spawn(recommend::follow_log(
+        store.clone(),
+        live,
+        Duration::from_millis(config.features_store.poll_interval_ms),
+    ));
+    let watch = (!config.serving.reload_interval.is_zero())
+        .then(|| tokio::spawn(recommend::watch_registry(recommender.clone(), config.serving.reload_interval)));
+    let impressions = config
+        .serving
+        .log_impressions
+        .then(|| recommender.open_impressions(store.clone(), config.serving.impression_queue));
+    let app = router(AppState::new(config, store.clone(), features.clone(), recommender.clone()));
     let maintenance = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -181,6 +244,15 @@ pub async fn run(
         })
     });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    follow.abort();
+    if let Some(watch) = watch {
+        watch.abort();
+    }
+    // Every answered request's impressions are in the queue; they are written before the log closes.
+    recommender.close_impressions();
+    if let Some(task) = impressions {
+        let _ = task.await;
+    }
     maintenance.abort();
     let _ = stop_export.send(());
     if let Some(task) = offline_export {

@@ -13,7 +13,14 @@ fn round_trip<M: Persist + Retriever + PartialEq + std::fmt::Debug>(model: &M, h
     let back = M::load(&mut bytes.as_slice()).unwrap();
     assert_eq!(&back, model);
     for user in [0, 3, 10_000] {
-        assert_eq!(scores(&back, user, history), scores(model, user, history), "{}", model.name());
+        let all = scores(model, user, history);
+        assert_eq!(scores(&back, user, history), all, "{}", model.name());
+        // Scoring a subset (serving's candidates, in any order, some unknown) gives the same values.
+        let items: Vec<u32> = (0..all.len() as u32).rev().step_by(2).chain([all.len() as u32 + 5]).collect();
+        let mut some = vec![f32::NAN; items.len()];
+        model.score_items(user, history, &items, &mut some);
+        let expected: Vec<f32> = items.iter().map(|&i| all.get(i as usize).copied().unwrap_or(0.0)).collect();
+        assert_eq!(some, expected, "score_items of {}", model.name());
     }
     let any = AnyModel::load(&mut bytes.as_slice()).unwrap();
     assert_eq!(any.retriever().name(), model.name());

@@ -1,0 +1,326 @@
+//! The serving cascade end to end: a project trained by the `cascade` binary, served in-process
+//! (so faults can be injected into its stages), driven over HTTP.
+
+use crate::ok;
+use cascade_core::{Config, Record};
+use cascade_server::{Faults, Stage};
+use cascade_store::{Store, StoreOptions};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+struct InProcess {
+    url: String,
+    client: reqwest::Client,
+    store: Arc<Store>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    async fn start(dir: &Path, faults: Arc<Faults>) -> InProcess {
+        let text = std::fs::read_to_string(dir.join("cascade.toml")).unwrap();
+        let mut config = Config::from_toml(&text, "cascade.toml").unwrap();
+        config.project.data_dir = dir.join("data");
+        config.serving.reload_interval = Duration::from_millis(200);
+        let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&config.log)).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let s = store.clone();
+        let task = tokio::spawn(async move {
+            cascade_server::run_with_faults(
+                &config,
+                s,
+                listener,
+                async move {
+                    let _ = rx.await;
+                },
+                faults,
+            )
+            .await
+        });
+        InProcess { url, client: reqwest::Client::new(), store, shutdown: Some(tx), task }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.client.post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(format!("{}{path}", self.url)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn ids(response: &Value) -> Vec<String> {
+    response["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Items a user interacted with (the default `[train] interactions`), from the log.
+fn history(store: &Store, user: &str) -> Vec<String> {
+    store
+        .read_from(0)
+        .filter_map(Result::ok)
+        .filter_map(|(_, r)| match r {
+            Record::Event(e)
+                if e.user.as_deref() == Some(user)
+                    && ["click", "like", "play", "purchase", "rating"].contains(&e.event_type.as_str()) =>
+            {
+                e.item
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    ok(root, &["init", "."]);
+    ok(root, &["generate", "--users", "300", "--items", "400", "--events", "30000", "--json"]);
+    ok(root, &["train", "--no-tune", "--json"]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let faults = Arc::new(Faults::default());
+        let server = InProcess::start(root, faults.clone()).await;
+        // The live view of the log replays in the background; wait for u3's history.
+        let seen = history(&server.store, "u3");
+        assert!(seen.len() >= 5);
+        let body = json!({"user": "u3", "k": 10, "explain": true, "context": {"device": "mobile"}});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let response = loop {
+            let (status, r) = server.post("/v1/recommendations", &body).await;
+            assert_eq!(status, 200, "{r}");
+            if !r["path"]["cold_start"].as_bool().unwrap() || Instant::now() > deadline {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+
+        // The full cascade served a warm user: 10 unseen, distinct items with a trace.
+        assert_eq!(response["model_version"], 1);
+        assert_eq!(response["path"]["ranked_by"], "heavy", "{response}");
+        assert_eq!(response["path"]["cold_start"], false);
+        assert!(response["path"]["fallbacks"].is_null(), "{response}");
+        let served = ids(&response);
+        assert_eq!(served.len(), 10);
+        let distinct: std::collections::HashSet<&String> = served.iter().collect();
+        assert_eq!(distinct.len(), 10);
+        assert!(served.iter().all(|i| !seen.contains(i)), "seen items are excluded");
+        let sources: Vec<&str> =
+            response["path"]["sources"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        assert!(sources.contains(&"als") && sources.contains(&"itemknn"), "{sources:?}");
+        let first = &response["items"][0];
+        let trace = &first["explain"];
+        assert!(!trace["hits"].as_array().unwrap().is_empty(), "{first}");
+        assert!(trace["heavy_score"].is_f64() && trace["light_score"].is_f64(), "{first}");
+        let p = trace["probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        assert!(!trace["reasons"].as_array().unwrap().is_empty(), "TreeSHAP reasons: {first}");
+        let request_id = response["request_id"].as_str().unwrap().to_string();
+        // Greedy items are shown with propensity 1; an explored one with less.
+        for item in response["items"].as_array().unwrap() {
+            let p = item["propensity"].as_f64().unwrap();
+            assert!(p > 0.0 && p <= 1.0);
+            assert_eq!(item["explored"].as_bool().unwrap(), p < 1.0, "{item}");
+        }
+
+        // An unknown user is a cold-start user, not an error.
+        let (status, cold) = server.post("/v1/recommendations", &json!({"user": "stranger-1"})).await;
+        assert_eq!(status, 200, "{cold}");
+        assert_eq!(cold["path"]["cold_start"], true);
+        assert_eq!(ids(&cold).len(), 10);
+
+        // Exclusions and filters are honoured.
+        let exclude: Vec<String> = served[..3].to_vec();
+        let (_, r) = server.post("/v1/recommendations", &json!({"user": "u3", "exclude": exclude})).await;
+        assert!(ids(&r).iter().all(|i| !exclude.contains(i)));
+
+        // Bad requests: 400 with a stable code naming the field.
+        for (body, code, field) in [
+            (json!({"user": "u3", "k": 0}), "invalid_recommendation_request", "k"),
+            (json!({"user": "u3", "k": 1000}), "invalid_recommendation_request", "k"),
+            (json!({"user": ""}), "invalid_recommendation_request", "user"),
+            (json!({"user": "u3", "pipeline": "nope"}), "unknown_pipeline", "pipeline"),
+            (json!({"user": "u3", "context": {"time": "yesterday"}}), "invalid_recommendation_request", "context.time"),
+        ] {
+            let (status, r) = server.post("/v1/recommendations", &body).await;
+            assert_eq!(status, 400, "{body}: {r}");
+            assert_eq!(r["error"]["code"], code);
+            assert_eq!(r["error"]["details"][0]["field"], field);
+        }
+        let (status, r) = server.post("/v1/recommendations", &json!({"usr": "u3"})).await;
+        assert_eq!((status, r["error"]["code"].as_str()), (400, Some("malformed_json")));
+
+        // Re-ranking a client's list: the same items, reordered; unknown ones last.
+        let mut given: Vec<String> = served.iter().rev().cloned().collect();
+        given.push("not-an-item".into());
+        let (status, ranked) = server.post("/v1/rank", &json!({"user": "u3", "items": given})).await;
+        assert_eq!(status, 200, "{ranked}");
+        let order = ids(&ranked);
+        assert_eq!(order.len(), given.len());
+        assert_eq!(order.last().unwrap(), "not-an-item");
+        let mut sorted = order.clone();
+        sorted.sort();
+        let mut expected = given.clone();
+        expected.sort();
+        assert_eq!(sorted, expected);
+        let scores: Vec<f64> =
+            ranked["items"].as_array().unwrap()[..10].iter().map(|i| i["score"].as_f64().unwrap()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {scores:?}");
+
+        // Similar items.
+        let (status, similar) = server.get(&format!("/v1/items/{}/similar?k=5", served[0])).await;
+        assert_eq!(status, 200, "{similar}");
+        let similar: Value = serde_json::from_str(&similar).unwrap();
+        assert_eq!(similar["items"].as_array().unwrap().len(), 5);
+        assert!(similar["items"].as_array().unwrap().iter().all(|i| i["id"] != served[0].as_str()));
+        let (status, missing) = server.get("/v1/items/no-such-item/similar").await;
+        assert_eq!(status, 404, "{missing}");
+
+        // Impressions reach the log through the queue, one event per shown item.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logged: Vec<cascade_core::Event> = server
+                .store
+                .read_from(0)
+                .filter_map(Result::ok)
+                .filter_map(|(_, r)| match r {
+                    Record::Event(e)
+                        if e.event_type == "impression"
+                            && e.field("request_id") == Some(&cascade_core::Value::String(request_id.clone())) =>
+                    {
+                        Some(e)
+                    }
+                    _ => None,
+                })
+                .collect();
+            if logged.len() == 10 {
+                let items: Vec<String> = logged.iter().map(|e| e.item.clone().unwrap()).collect();
+                assert_eq!(items, served);
+                assert_eq!(logged[0].field("model_version"), Some(&cascade_core::Value::Int(1)));
+                assert!(logged[0].field("feature_digest").is_some());
+                break;
+            }
+            assert!(Instant::now() < deadline, "impressions not logged: {}", logged.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Fallbacks: each failure injected, each answered within the deadline by the next path.
+        let stall = Duration::from_secs(2);
+        for (stage, stall_it, reason, ranked_by) in [
+            (Stage::Ranking, true, "ranker_timeout", "retrieval"),
+            (Stage::Ranking, false, "ranker_failed", "retrieval"),
+            (Stage::Features, true, "features_timeout", "retrieval"),
+            (Stage::Features, false, "features_unavailable", "retrieval"),
+            (Stage::Retrieval, true, "retrieval_timeout", "popularity"),
+            (Stage::Retrieval, false, "retrieval_failed", "popularity"),
+        ] {
+            faults.clear();
+            if stall_it {
+                faults.stall(stage, stall);
+            } else {
+                faults.fail(stage);
+            }
+            let started = Instant::now();
+            let (status, r) = server.post("/v1/recommendations", &json!({"user": "u3"})).await;
+            assert_eq!(status, 200, "{r}");
+            assert!(started.elapsed() < stall, "{reason}: answered before the stalled stage would have");
+            assert_eq!(r["path"]["fallbacks"], json!([reason]), "{r}");
+            assert_eq!(r["path"]["ranked_by"], ranked_by, "{r}");
+            assert_eq!(ids(&r).len(), 10, "{reason}: still a full list");
+            assert!(ids(&r).iter().all(|i| !seen.contains(i)), "{reason}: rules still apply");
+        }
+        faults.clear();
+        let (_, metrics) = server.get("/metrics").await;
+        for reason in ["ranker_timeout", "features_unavailable", "retrieval_timeout"] {
+            assert!(metrics.contains(&format!("cascade_fallback_total{{reason=\"{reason}\"}}")), "{reason}");
+        }
+        assert!(metrics.contains("cascade_stage_duration_seconds_bucket{stage=\"ranking\""));
+
+        // Hot reload under load: a new bundle is trained beside the running server and picked up
+        // while requests keep coming; none fails.
+        let stop = Arc::new(AtomicBool::new(false));
+        let (served_ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut load = Vec::new();
+        for c in 0..4 {
+            let (url, stop, served_ok, failed) = (server.url.clone(), stop.clone(), served_ok.clone(), failed.clone());
+            load.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut versions = std::collections::BTreeSet::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let body = json!({"user": format!("u{}", (c * 37 + n) % 300)});
+                    match client.post(format!("{url}/v1/recommendations")).json(&body).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let r: Value = r.json().await.unwrap();
+                            versions.insert(r["model_version"].as_u64().unwrap());
+                            served_ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                versions
+            }));
+        }
+        let root_owned = root.to_path_buf();
+        tokio::task::spawn_blocking(move || ok(&root_owned, &["train", "--no-tune", "--json"])).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, r) = server.post("/v1/recommendations", &json!({"user": "u3"})).await;
+            if r["model_version"] == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "v2 was not picked up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut versions = std::collections::BTreeSet::new();
+        for task in load {
+            versions.extend(task.await.unwrap());
+        }
+        assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed during the reload");
+        assert!(served_ok.load(Ordering::Relaxed) > 10);
+        assert!(versions.contains(&2), "{versions:?}");
+
+        // A bundle without rankers: the previous version's cascade keeps serving.
+        let root_owned = root.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_cascade"))
+                .current_dir(&root_owned)
+                .args(["train", "--no-tune", "--json"])
+                .env("CASCADE__TRAIN__RANKERS", "false")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        })
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, r) = server.post("/v1/recommendations", &json!({"user": "u3"})).await;
+            if r["path"]["fallbacks"] == json!(["ranker_missing", "previous_version"]) {
+                assert_eq!(r["model_version"], 2, "{r}");
+                assert_eq!(r["path"]["ranked_by"], "heavy");
+                break;
+            }
+            assert!(Instant::now() < deadline, "v3 without rankers was not handled: {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.stop().await;
+    });
+}
