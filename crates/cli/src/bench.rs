@@ -18,6 +18,28 @@ pub enum BenchCommand {
     /// Durable ingestion: embedded bulk appends, HTTP POST /v1/events against a `cascade serve`
     /// child process, and pipelined XADD of the same events into Redis Streams.
     Ingest(IngestArgs),
+    /// Open-loop HTTP load against a running `cascade serve`: latency percentiles per offered rate.
+    ///
+    /// Run it in its own process against a server started separately. For each of --rates it sends
+    /// requests on a fixed schedule, one every 1/rate seconds, whatever the server does: that is
+    /// an open loop, like independent users who do not wait for each other. (A closed loop, where
+    /// each connection waits for its answer before sending again, lets a stalled server slow the
+    /// client down, so the stall shows up as a slightly lower rate with flat latencies.)
+    ///
+    /// Every latency is timed from the request's scheduled send time, not from when it actually
+    /// left: a request that waited for a stalled server or a free connection reports that wait,
+    /// as its user would have felt it. Timing from the actual send would omit exactly the stalls a
+    /// benchmark is meant to find (coordinated omission).
+    ///
+    /// Each rate runs --warmup unmeasured, then --duration measured, and prints offered and achieved
+    /// rate, p50/p90/p99/p99.9/max latency, and non-2xx answers, transport errors and timeouts
+    /// (none of which count as latencies). "lag p99" is how late requests left after their scheduled
+    /// time: high when every connection was busy, or when the generator itself was short of CPU.
+    /// Last comes the highest rate meeting --slo-ms.
+    ///
+    /// Example: cascade bench load --url http://127.0.0.1:8080/v1/recommendations --users 10000
+    /// --k 10 --rates 100,200,500,1000 --duration 20s --warmup 3s --connections 64
+    Load(crate::loadgen::LoadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +108,7 @@ impl Row {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(&args),
+        BenchCommand::Load(args) => crate::loadgen::run(&args),
     }
 }
 

@@ -8,6 +8,7 @@ mod features;
 mod generate;
 mod import;
 mod load;
+mod loadgen;
 mod project;
 mod quickstart;
 mod train;
