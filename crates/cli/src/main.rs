@@ -16,6 +16,7 @@ mod train;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use project::Project;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -131,6 +132,21 @@ fn main() -> Result<()> {
 /// Opens the project's store and serves until Ctrl-C or SIGTERM. `ready` is told the bound
 /// address (quickstart prints it).
 pub fn serve(project: &Project, ready: Option<&dyn Fn(std::net::SocketAddr)>) -> Result<()> {
+    serve_until(project, ready, shutdown_signal())
+}
+
+/// [`serve`] until `shutdown` resolves (or Ctrl-C / SIGTERM).
+pub fn serve_until(
+    project: &Project,
+    ready: Option<&dyn Fn(std::net::SocketAddr)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = shutdown_signal() => {}
+        }
+    };
     let store = Arc::new(open_store(project)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -142,7 +158,7 @@ pub fn serve(project: &Project, ready: Option<&dyn Fn(std::net::SocketAddr)>) ->
             Some(f) => f(local),
             None => eprintln!("cascade serving on http://{local} (Ctrl-C to stop)"),
         }
-        cascade_server::run(&project.config, store, listener, shutdown_signal()).await?;
+        cascade_server::run(&project.config, store, listener, shutdown).await?;
         anyhow::Ok(())
     })?;
     eprintln!("stopped; the event log is flushed and synced");

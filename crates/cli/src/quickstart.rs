@@ -11,7 +11,7 @@ pub struct QuickstartArgs {
     /// Project directory (created if missing; an existing project there is reused).
     #[arg(long, default_value = "quickstart")]
     dir: PathBuf,
-    /// Stop after the last step instead of serving.
+    /// Stop after the sample recommendation instead of serving on.
     #[arg(long)]
     no_serve: bool,
     /// Import a MovieLens 100K/1M directory instead of generating a synthetic world.
@@ -62,19 +62,98 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     );
     let manifest = crate::train::run(&project, &crate::train::TrainArgs { no_tune: false, k: 10, json: false })?;
     println!("                `cascade models show {}` for the manifest", manifest.version);
-    if args.no_serve {
-        println!("[4/4] serve     skipped (--no-serve); run `cascade serve --config {}`", config_path.display());
-        return Ok(());
-    }
     if let Some(addr) = &args.addr {
         project.config.server.addr.clone_from(addr);
+    } else if args.no_serve {
+        // Only the sample request will come: any free port.
+        project.config.server.addr = "127.0.0.1:0".into();
     }
-    crate::serve(
+    // Serve, and ask the running server for one user's recommendations with their trace.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let no_serve = args.no_serve;
+    let stop = std::sync::Mutex::new(Some(stop));
+    crate::serve_until(
         &project,
         Some(&|addr| {
-            println!("[4/4] serve     http://{addr}  (Ctrl-C to stop)");
-            println!("                try: curl http://{addr}/v1/items/i1");
-            println!("                     curl http://{addr}/metrics");
+            println!("[4/4] serve     http://{addr}");
+            let stop = stop.lock().expect("poisoned").take();
+            std::thread::spawn(move || {
+                if let Err(e) = sample(addr) {
+                    eprintln!("                (no sample recommendation: {e})");
+                }
+                if no_serve {
+                    println!("                stopped (--no-serve); run `cascade serve` to serve again");
+                    if let Some(stop) = stop {
+                        let _ = stop.send(());
+                    }
+                } else {
+                    println!(
+                        "                try: curl -s http://{addr}/v1/recommendations -d '{{\"user\": \"{SAMPLE_USER}\", \"explain\": true}}'"
+                    );
+                    println!("                     curl -s http://{addr}/v1/items/i1/similar");
+                    println!("                     curl -s http://{addr}/metrics   (Ctrl-C to stop)");
+                }
+            });
         }),
+        async move {
+            let _ = stopped.await;
+        },
     )
+}
+
+/// The user the sample recommendation is for (the synthetic world's users are `u0`, `u1`, ...).
+const SAMPLE_USER: &str = "u1";
+
+/// Asks the server for `SAMPLE_USER`'s recommendations with `explain: true` and prints them.
+fn sample(addr: std::net::SocketAddr) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let response: serde_json::Value = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let body = serde_json::json!({"user": SAMPLE_USER, "k": 5, "explain": true});
+        // The server replays the log into its live view at start; wait until it knows the user.
+        let mut last = serde_json::Value::Null;
+        for _ in 0..300 {
+            let r = client.post(format!("http://{addr}/v1/recommendations")).json(&body).send().await?;
+            last = r.json().await?;
+            if last["path"]["cold_start"] == false {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::Ok(last)
+    })?;
+    let path = &response["path"];
+    println!(
+        "                POST /v1/recommendations {{\"user\": \"{SAMPLE_USER}\", \"k\": 5, \"explain\": true}}: bundle v{}, ranked by {}, sources {}",
+        response["model_version"],
+        path["ranked_by"].as_str().unwrap_or("?"),
+        path["sources"]
+    );
+    for item in response["items"].as_array().into_iter().flatten() {
+        let trace = &item["explain"];
+        let hits: Vec<String> = trace["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| format!("{}#{}", h["source"].as_str().unwrap_or("?"), h["rank"]))
+            .collect();
+        let reasons: Vec<String> = trace["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!("{} {:+.3}", r["feature"].as_str().unwrap_or("?"), r["contribution"].as_f64().unwrap_or(0.0))
+            })
+            .collect();
+        println!(
+            "                  {}. {:<8} p={:.3}  from {}  because {}{}",
+            item["position"].as_u64().unwrap_or(0) + 1,
+            item["id"].as_str().unwrap_or("?"),
+            item["score"].as_f64().unwrap_or(0.0),
+            hits.join(", "),
+            reasons.join(", "),
+            if item["explored"] == true { "  (explored)" } else { "" }
+        );
+    }
+    Ok(())
 }

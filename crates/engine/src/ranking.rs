@@ -86,6 +86,10 @@ pub struct RankingParams {
     pub periods: usize,
     /// Share of the history each training period holds out as its labels.
     pub period_fraction: f64,
+    /// Most users per training period (a seeded sample beyond it): learning-to-rank rows cost a
+    /// scoring of the catalogue per user, and a few tens of thousands of users teach a ranker
+    /// as much as a million.
+    pub max_users: usize,
     /// Describe candidates relative to the request: every per-candidate feature but the ranks
     /// becomes its percentile among the request's candidates (`_pct`, 0 = highest); user
     /// features stay absolute. Absolute counts, ages and model scores change scale between
@@ -126,6 +130,7 @@ impl Default for RankingParams {
             recent: 10,
             periods: 2,
             period_fraction: 0.1,
+            max_users: 20_000,
             relative: true,
             grid: vec![heavy(0.05, 31, 50), heavy(0.05, 15, 100), heavy(0.03, 63, 50)],
             light: LinearParams::default(),
@@ -568,10 +573,11 @@ struct Group {
     values: Vec<f64>,
 }
 
-/// Builds the candidates, features and labels of `split`'s evaluation users, as of the end of
-/// its history. `unit_ms` is the length of one unit of the rows' timestamps in milliseconds.
+/// Builds the candidates, features and labels of `users` (some of `split`'s evaluation users), as
+/// of the end of its history. `unit_ms` is the length of one unit of the rows' timestamps in milliseconds.
 pub fn build_block(
     split: &Split,
+    users: &[u32],
     retrievers: &Retrievers,
     catalogue: &Catalogue,
     params: &RankingParams,
@@ -636,8 +642,7 @@ pub fn build_block(
     let n_features = names.len();
     let quota_of = |name: &str| params.quotas.get(name).copied().unwrap_or(0);
 
-    let groups: Vec<Option<Group>> = split
-        .eval_users()
+    let groups: Vec<Option<Group>> = users
         .par_iter()
         .map_init(
             || vec![vec![0f32; n_items]; retrievers.models.len() + 1],
@@ -891,6 +896,18 @@ impl Rankers {
     }
 }
 
+/// At most `max` of `users`, a seeded sample in ascending order.
+fn sample_users(users: &[u32], max: usize, seed: u64) -> Vec<u32> {
+    if users.len() <= max {
+        return users.to_vec();
+    }
+    let mut sample = users.to_vec();
+    sample.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    sample.truncate(max);
+    sample.sort_unstable();
+    sample
+}
+
 /// The training periods before `split`'s cut: the last `fraction` of its history held out, then
 /// the last `fraction` of what precedes that, ... (`n` of them; with 0.1, the validation slice
 /// and its own validation slice).
@@ -969,7 +986,8 @@ pub fn train(
             period.eval_users().len()
         ));
         let retrievers = Retrievers::fit(period, retrieval_params, &params.quotas, catalogue, unit_ms)?;
-        let (n, b) = build_block(period, &retrievers, catalogue, params, unit_ms)?;
+        let users = sample_users(period.eval_users(), params.max_users, params.seed);
+        let (n, b) = build_block(period, &users, &retrievers, catalogue, params, unit_ms)?;
         names = n;
         block.append(b);
     }
@@ -994,7 +1012,7 @@ pub fn evaluate(
 
     progress("scoring the held-out period");
     let retrievers = Retrievers::fit(split, retrieval_params, &params.quotas, catalogue, unit_ms)?;
-    let (_, block) = build_block(split, &retrievers, catalogue, params, unit_ms)?;
+    let (_, block) = build_block(split, split.eval_users(), &retrievers, catalogue, params, unit_ms)?;
     let scoring = Instant::now();
     let (ranked, scores) = rankers.rank(&block);
     let score_seconds = scoring.elapsed().as_secs_f64();
@@ -1106,7 +1124,7 @@ mod tests {
         // Absolute values, to compare with counts.
         let params = RankingParams { relative: false, ..small_params() };
         let retrievers = Retrievers::fit(&split, &retrieval_params(), &params.quotas, &catalogue, 1).unwrap();
-        let (names, block) = build_block(&split, &retrievers, &catalogue, &params, 1).unwrap();
+        let (names, block) = build_block(&split, split.eval_users(), &retrievers, &catalogue, &params, 1).unwrap();
         assert_eq!(names.len(), block.n_features);
         assert_eq!(block.group_sizes.len(), split.eval_users().len());
         let col = |name: &str| names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no feature {name}"));
@@ -1146,13 +1164,13 @@ mod tests {
         let mut names = Vec::new();
         for period in periods(&split, params.periods, params.period_fraction) {
             let retrievers = Retrievers::fit(&period, &rp, &params.quotas, &catalogue, 1).unwrap();
-            let (n, b) = build_block(&period, &retrievers, &catalogue, &params, 1).unwrap();
+            let (n, b) = build_block(&period, period.eval_users(), &retrievers, &catalogue, &params, 1).unwrap();
             names = n;
             train_block.append(b);
         }
         let rankers = Rankers::train(&names, &train_block, &params).unwrap();
         let retrievers = Retrievers::fit(&split, &rp, &params.quotas, &catalogue, 1).unwrap();
-        let (_, block) = build_block(&split, &retrievers, &catalogue, &params, 1).unwrap();
+        let (_, block) = build_block(&split, split.eval_users(), &retrievers, &catalogue, &params, 1).unwrap();
         let (ranked, scores) = rankers.rank(&block);
         let cascade = ranked.ndcg(&scores, 10);
         for source in ["als", "itemknn"] {
@@ -1180,6 +1198,17 @@ mod tests {
             [0.0, 1.0, 2.0, 3.0, 4.0],
             "other columns untouched"
         );
+    }
+
+    #[test]
+    fn training_users_are_a_seeded_sorted_sample() {
+        let users: Vec<u32> = (0..100).map(|u| u * 3).collect();
+        assert_eq!(sample_users(&users, 500, 1), users);
+        let a = sample_users(&users, 10, 1);
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|u| users.contains(u)));
+        assert_eq!(a, sample_users(&users, 10, 1));
+        assert_ne!(a, sample_users(&users, 10, 2));
     }
 
     #[test]

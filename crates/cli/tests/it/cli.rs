@@ -106,6 +106,8 @@ fn quickstart_without_serving() {
     let out = ok(dir.path(), &["quickstart", "--dir", "qs", "--no-serve"]);
     assert!(out.contains("[1/4]") && out.contains("103000 written"), "{out}");
     assert!(out.contains("bundle v1") && out.contains("als"), "{out}");
+    // It served: a sample recommendation through the whole cascade, with its trace.
+    assert!(out.contains("ranked by heavy") && out.contains("because") && out.contains("  1. i"), "{out}");
     assert!(dir.path().join("qs/cascade.toml").exists());
     // Running it again reuses the project, stores no event twice and trains a second bundle.
     let out = ok(dir.path(), &["quickstart", "--dir", "qs", "--no-serve"]);

@@ -5,6 +5,7 @@ mod catalogue;
 mod features;
 mod ingest;
 mod ops;
+mod recommend;
 
 use cascade_core::Config;
 use cascade_store::{Store, StoreOptions};
