@@ -46,9 +46,14 @@ pub struct EvaluateArgs {
     /// One JSON object per model on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    off_policy: crate::policy::PolicyArgs,
 }
 
 pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
+    if args.off_policy.policy.is_some() {
+        return crate::policy::run(config, &args.off_policy, args.json);
+    }
     let (split, weighted, catalogue, default_models, unit_ms) = match (&args.train, &args.test) {
         (Some(train), Some(test)) => {
             let split = Split::load(train, test).with_context(|| format!("reading {}", train.display()))?;

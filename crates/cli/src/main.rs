@@ -9,6 +9,7 @@ mod generate;
 mod import;
 mod load;
 mod loadgen;
+mod policy;
 mod project;
 mod quickstart;
 mod train;

@@ -585,3 +585,71 @@ pub fn feature_digest(rows: &[&[f64]]) -> String {
     }
     format!("{h:016x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented `[pipelines.default]` example of the config template, uncommented.
+    fn template_example() -> String {
+        let t = cascade_core::config::TEMPLATE;
+        let start = t.find("# [pipelines.default]").expect("the template shows a pipeline");
+        let end = t[start..].find("# --- feature").unwrap() + start;
+        t[start..end].lines().map(|l| l.strip_prefix("# ").unwrap_or("")).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn the_template_example_is_a_valid_pipeline_with_the_defaults_it_claims() {
+        let tables: BTreeMap<String, toml::Table> = toml::from_str(&template_example())
+            .map(|t: toml::Table| {
+                t["pipelines"]
+                    .as_table()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_table().unwrap().clone()))
+                    .collect()
+            })
+            .unwrap();
+        let pipelines = Pipeline::from_tables(&tables).unwrap();
+        let p = &pipelines["default"];
+        let defaults = PipelineConfig::default();
+        assert_eq!(p.config.sources, defaults.sources);
+        assert_eq!(
+            (p.config.k, p.config.max_k, p.config.candidates),
+            (defaults.k, defaults.max_k, defaults.candidates)
+        );
+        assert_eq!(p.config.exploration, defaults.exploration);
+        assert_eq!(p.rules.rules().len(), 9);
+        // Without any table, `default` exists with the default rules.
+        let pipelines = Pipeline::from_tables(&BTreeMap::new()).unwrap();
+        assert_eq!(pipelines["default"].rules.rules().len(), 3);
+    }
+
+    #[test]
+    fn invalid_pipelines_name_the_field() {
+        let bad = |toml_text: &str| {
+            let table: toml::Table = toml::from_str(toml_text).unwrap();
+            Pipeline::from_tables(&[("home".to_string(), table)].into()).unwrap_err()
+        };
+        assert!(bad("k = 0").starts_with("pipelines.home.k:"), "{}", bad("k = 0"));
+        assert!(bad("sources = { magic = 3 }").contains("pipelines.home.sources.magic"));
+        assert!(bad("ranking_ms = 0").contains("pipelines.home.ranking_ms"));
+        assert!(bad("colour = 1").contains("pipelines.home") && bad("colour = 1").contains("colour"));
+        assert!(
+            bad("[exploration]\nshare = 2.0").contains("exploration.share"),
+            "{}",
+            bad("[exploration]\nshare = 2.0")
+        );
+        let rules = bad("rules = [{ type = \"max_per_window\", attribute = \"artist\", max = 0, window = 3 }]");
+        assert!(rules.contains("pipelines.home.rules[0].max"), "{rules}");
+    }
+
+    #[test]
+    fn feature_digests_change_with_any_value() {
+        let a = [1.0, 2.0];
+        let b = [1.0, 2.000_000_1];
+        assert_eq!(feature_digest(&[&a]), feature_digest(&[&a]));
+        assert_ne!(feature_digest(&[&a]), feature_digest(&[&b]));
+        assert_ne!(feature_digest(&[&a, &b]), feature_digest(&[&b, &a]));
+    }
+}
