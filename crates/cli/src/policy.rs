@@ -33,22 +33,21 @@ use std::path::Path;
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Off-policy evaluation (--policy)")]
 pub struct PolicyArgs {
-    /// Estimate what a serving policy would earn per request, from logged impressions:
-    /// logged | greedy | epsilon:<share>.
+    /// Off-policy evaluation of a serving policy on logged impressions: logged | greedy | epsilon:<share>
     ///
-    /// Off-policy evaluation answers "what if we had served differently?" from the impressions
-    /// `cascade serve` logged (serving.log_impressions = true), without an A/B test. Each logged
-    /// impression carries the probability the serving policy had of showing that item in that
-    /// request (its propensity: 1 for the greedy top of the slate, about m/tail for an item
-    /// explored from the tail). Weighting each shown item's reward by
-    /// target propensity / logged propensity makes the logged rewards an unbiased estimate of
-    /// the target's reward per request: that is IPS (inverse propensity scoring). SNIPS
+    /// Off-policy evaluation answers "what would another serving policy have earned?" from the
+    /// impressions `cascade serve` logged (serving.log_impressions = true), without an A/B test.
+    /// Each logged impression carries the probability the serving policy had of showing that item
+    /// in that request (its propensity: 1 for the greedy top of the slate, m/|tail| for an item
+    /// explored from the tail). Weighting each shown item's reward by the ratio
+    /// target propensity / logged propensity makes the logged rewards an unbiased estimate of the
+    /// target's reward per request: that is IPS (inverse propensity scoring). SNIPS
     /// (self-normalised IPS) divides by the mean weight: a small bias for much less variance,
     /// usually the one to read; trust IPS instead when the target shows fewer items per request
     /// than the logger. Both assume an item's reward does not depend on the rest of the slate or
-    /// on its position, and both can only credit items the logger sometimes showed: a target
-    /// that would show items the logger never explored is estimated low (the output reports
-    /// that share as "outside the logged support").
+    /// on its position, and both can only credit items the logger sometimes showed: a target that
+    /// would show items the logger never explored is estimated low (reported as the share of the
+    /// target's slate outside the logged support).
     ///
     /// Targets (m = explored slots, tail = the logged exploration.tail):
     ///   logged            the serving policy itself: IPS equals the observed mean reward per
@@ -63,8 +62,13 @@ pub struct PolicyArgs {
     /// is the sum of its outcomes' weights.
     ///
     /// Read with the standard errors: the 95% interval is value ± 1.96 standard errors, and an
-    /// effective sample size far below the impressions means a few heavily weighted items decide
-    /// the estimate (try --clip).
+    /// effective sample size (ESS) far below the impressions means a few heavily weighted items
+    /// decide the estimate (try --clip). With --json: one JSON object.
+    ///
+    /// Examples:
+    ///   cascade evaluate --policy logged                 # must match the served mean
+    ///   cascade evaluate --policy greedy --json          # what exploration costs
+    ///   cascade evaluate --policy epsilon:0.05 --pipeline home --outcomes click,purchase
     #[arg(
         long,
         value_name = "TARGET",
@@ -634,7 +638,7 @@ fn print_report(e: &Evaluation, target: Target, args: &PolicyArgs, weights: &BTr
         args.pipeline.as_deref().map_or("all pipelines".to_string(), |p| format!("pipeline {p}"))
     );
     println!(
-        "outcomes ({}): {} events; {} attributed by request_id, {} by window ({}), {} to no impression",
+        "outcomes ({}): {} events; {} attributed by request_id, {} by window ({}), {} to no impression at all",
         weights.join(", "),
         e.outcomes,
         e.by_request_id,
@@ -660,8 +664,8 @@ fn print_report(e: &Evaluation, target: Target, args: &PolicyArgs, weights: &BTr
     }
     if e.unsupported_share > 1e-9 {
         println!(
-            "\nwarning: {:.1}% of the target's expected slate lies at ranks the logger never showed; \
-             their rewards are missing, so both estimates are biased low",
+            "\nwarning: {:.1}% of the target's expected slate is outside the logged support (ranks the \
+             logger never showed); their rewards are missing, so both estimates are biased low",
             100.0 * e.unsupported_share
         );
     }

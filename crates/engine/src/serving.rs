@@ -496,6 +496,9 @@ pub struct Shown {
     pub id: String,
     /// Index into the ranked list, or `None` for a pinned item from outside it.
     pub ranked: Option<usize>,
+    /// Position among the items the filtering rules kept: the rank exploration saw (logged as
+    /// `greedy_rank`, which off-policy evaluation reads).
+    pub greedy_rank: Option<usize>,
     pub score: f64,
     pub propensity: f64,
     pub explored: bool,
@@ -547,6 +550,7 @@ pub fn finish(
                 Shown {
                     id: ranked[c].0.clone(),
                     ranked: Some(c),
+                    greedy_rank: pick.map(|pk| pk.index),
                     score: ranked[c].1,
                     propensity: pick.map_or(1.0, |pk| pk.propensity),
                     explored: pick.is_some_and(|pk| pk.explored),
@@ -556,6 +560,7 @@ pub fn finish(
             None => Shown {
                 id: placed.pinned.map(|f| f.id).unwrap_or_default(),
                 ranked: None,
+                greedy_rank: None,
                 score: 0.0,
                 propensity: 1.0,
                 explored: false,

@@ -648,7 +648,7 @@ pub async fn post_recommendations(
             ("slots".to_string(), Value::Int(slots as i64)),
             ("tail".to_string(), Value::Int(pipeline.config.exploration.tail as i64)),
         ];
-        if let Some(r) = shown.ranked {
+        if let Some(r) = shown.greedy_rank {
             fields.push(("greedy_rank".to_string(), Value::Int(r as i64)));
         }
         if let Some(v) = version {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod features;
+mod policy;
 mod serving;
 
 use std::io::{BufRead, BufReader, Lines};
