@@ -187,7 +187,30 @@ impl Recommender {
             return Ok(self.version());
         }
         let loaded = LoadedBundle::load(&bundle).map_err(|e| format!("bundle v{}: {e}", bundle.manifest.version))?;
-        self.install(Arc::new(Serving::new(Arc::new(loaded))));
+        let serving = Arc::new(Serving::new(Arc::new(loaded)));
+        // A bundle without rankers, and no earlier one in memory (a fresh start): the newest
+        // earlier bundle with rankers becomes the fallback, as it would have after a reload.
+        if !serving.has_rankers() && self.previous().is_none() && self.current().is_none_or(|c| !c.has_rankers()) {
+            let earlier = registry.list().map_err(|e| e.to_string())?;
+            let with_rankers = earlier
+                .iter()
+                .rev()
+                .filter(|m| m.version < bundle.manifest.version)
+                .find(|m| m.artifacts.iter().any(|a| a.name == "ranking.json"));
+            if let Some(m) = with_rankers {
+                match registry
+                    .get(m.version)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| LoadedBundle::load(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(previous) => {
+                        *self.previous.write().expect("poisoned") = Some(Arc::new(Serving::new(Arc::new(previous))));
+                    }
+                    Err(e) => tracing::warn!(version = m.version, error = %e, "the fallback bundle cannot be loaded"),
+                }
+            }
+        }
+        self.install(serving);
         Ok(self.version())
     }
 
