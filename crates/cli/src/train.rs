@@ -120,9 +120,17 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         if measurable {
             // The retrievers are useful without rankers: a ranker that cannot be trained (say, no
             // evaluation user has a held-out item among its candidates) is reported, not fatal.
-            if let Err(e) =
-                rankers(&mut bundle, &mut draft, &holdout, &full, &data.tokens, &data.released_at, &evaluations, args)
-            {
+            if let Err(e) = rankers(
+                &mut bundle,
+                &mut draft,
+                &holdout,
+                &full,
+                &data.tokens,
+                &data.released_at,
+                &evaluations,
+                project.config.train.ranker_users,
+                args,
+            ) {
                 eprintln!("warning: the rankers are not trained: {e:#}");
             }
         } else if !args.json {
@@ -159,6 +167,7 @@ fn rankers(
     tokens: &ItemTokens,
     released_at: &std::collections::HashMap<String, i64>,
     evaluations: &[training::Evaluation],
+    max_users: usize,
     args: &TrainArgs,
 ) -> Result<()> {
     let models = &evaluations.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
@@ -169,7 +178,7 @@ fn rankers(
         .filter(|(name, _)| models.contains(&name.as_str()) || (name.as_str() == "trending" && models.contains(&"pop")))
         .map(|(n, q)| (n.clone(), *q))
         .collect();
-    let params = RankingParams { quotas, k: args.k, ..defaults };
+    let params = RankingParams { quotas, k: args.k, max_users, ..defaults };
     let catalogue = Catalogue { tokens: tokens.clone(), released_at: released_at.clone() };
     let retrieval = evaluations.iter().map(|e| (e.kind, e.params.clone())).collect();
     let quiet = args.json;

@@ -117,6 +117,8 @@ pub struct TrainConfig {
     /// Also train the cascade's rankers (light ranker, GBDT LambdaMART, calibration) on
     /// candidates from those models.
     pub rankers: bool,
+    /// Most users per ranker training period (a seeded sample beyond it).
+    pub ranker_users: usize,
 }
 
 impl Default for TrainConfig {
@@ -129,6 +131,7 @@ impl Default for TrainConfig {
             validation_fraction: 0.1,
             models: ["pop", "itemknn", "als", "bpr", "content"].into_iter().map(String::from).collect(),
             rankers: true,
+            ranker_users: 20_000,
         }
     }
 }
