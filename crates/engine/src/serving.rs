@@ -213,6 +213,8 @@ pub struct Serving {
     /// Why the bundle's rankers cannot be used (none trained, a layout this version does not
     /// compute, a source model missing).
     pub ranking_problem: Option<String>,
+    /// Each pipeline's generator, built on first use (sources precompute per bundle).
+    generators: std::sync::RwLock<HashMap<String, Arc<Generator>>>,
 }
 
 /// Ranker features read from the online store, per candidate and for the user.
@@ -232,7 +234,7 @@ impl Serving {
             },
         };
         let generator_sources = bundle.generator(1).source_names();
-        Serving { bundle, generator_sources, ranking, ranking_problem }
+        Serving { bundle, generator_sources, ranking, ranking_problem, generators: Default::default() }
     }
 
     fn ranking_stage(bundle: &LoadedBundle, rankers: Arc<Rankers>) -> Result<RankingStage, String> {
@@ -335,8 +337,14 @@ impl Serving {
 
     /// Retrieval: the pipeline's sources (those the bundle has), their quotas, deduplicated.
     pub fn retrieve(&self, p: &Prepared, pipeline: &Pipeline) -> (Vec<Candidate>, Vec<String>) {
-        let mut generator: Generator = self.bundle.generator_with(&pipeline.config.sources);
-        generator.min_history = pipeline.config.min_history;
+        let cached = self.generators.read().expect("poisoned").get(&pipeline.name).cloned();
+        let generator = cached.unwrap_or_else(|| {
+            let mut generator = self.bundle.generator_with(&pipeline.config.sources);
+            generator.min_history = pipeline.config.min_history;
+            let generator = Arc::new(generator);
+            self.generators.write().expect("poisoned").insert(pipeline.name.clone(), generator.clone());
+            generator
+        });
         let request = Request::new(if p.cold { None } else { p.user }, &p.history, &p.exclude);
         let candidates = generator.generate(&request, pipeline.config.candidates);
         let names = (0..generator.len()).map(|i| generator.source_name(i).to_string()).collect();

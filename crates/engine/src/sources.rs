@@ -15,13 +15,23 @@ pub struct RetrieverSource {
     needs_user: bool,
     /// Models that score from the history (item-kNN, content) have nothing to say without one.
     needs_history: bool,
+    /// For models whose scores do not depend on the user (popularity, trending): every item,
+    /// best first (ties by smaller index, as `top_k`), so a request walks a list instead of
+    /// scoring the catalogue.
+    ranked: Option<Vec<(u32, f32)>>,
 }
 
 impl RetrieverSource {
     pub fn new(name: impl Into<String>, model: Arc<AnyModel>) -> Self {
         let needs_user = matches!(*model, AnyModel::Als(_) | AnyModel::Bpr(_));
         let needs_history = matches!(*model, AnyModel::ItemKnn(_) | AnyModel::Content(_));
-        RetrieverSource { name: name.into(), model, needs_user, needs_history }
+        let ranked = matches!(*model, AnyModel::Popularity(_)).then(|| {
+            let retriever = model.retriever();
+            let mut scores = vec![0f32; retriever.n_items()];
+            retriever.score_user(u32::MAX, (&[], &[]), &mut scores);
+            top_k(&scores, scores.len(), &[])
+        });
+        RetrieverSource { name: name.into(), model, needs_user, needs_history, ranked }
     }
 }
 
@@ -33,6 +43,13 @@ impl CandidateSource for RetrieverSource {
     fn candidates(&self, request: &Request<'_>, n: usize) -> Vec<(u32, f32)> {
         if (self.needs_user && request.user.is_none()) || (self.needs_history && request.history.is_empty()) {
             return Vec::new();
+        }
+        if let Some(ranked) = &self.ranked {
+            let sorted = request.history.is_sorted();
+            let seen = |i: u32| {
+                if sorted { request.history.binary_search(&i).is_ok() } else { request.history.contains(&i) }
+            };
+            return ranked.iter().copied().filter(|&(i, _)| !seen(i) && !request.excludes(i)).take(n).collect();
         }
         let retriever = self.model.retriever();
         let mut scores = vec![0f32; retriever.n_items()];
@@ -104,5 +121,18 @@ mod tests {
         let m = Csr::from_triplets(2, 4, vec![(0, 3, 1.0), (1, 3, 1.0), (1, 2, 1.0)]);
         let pop = RetrieverSource::new("pop", Arc::new(AnyModel::Popularity(Popularity::fit(&m))));
         assert_eq!(pop.candidates(&Request::new(None, &[], &[]), 2).iter().map(|c| c.0).collect::<Vec<_>>(), [3, 2]);
+        // The precomputed order equals scoring the catalogue: ties by smaller index, history
+        // (sorted or not) and exclusions left out.
+        let m = Csr::from_triplets(3, 6, vec![(0, 4, 1.0), (1, 4, 1.0), (0, 1, 1.0), (2, 5, 1.0), (2, 2, 1.0)]);
+        let model = Arc::new(AnyModel::Popularity(Popularity::fit(&m)));
+        let pop = RetrieverSource::new("pop", model.clone());
+        for history in [&[5u32, 0][..], &[0, 5]] {
+            let got = pop.candidates(&Request::new(Some(0), history, &[2]), 10);
+            let mut scores = vec![0f32; 6];
+            model.retriever().score_user(0, (&[], &[]), &mut scores);
+            let expected: Vec<(u32, f32)> = top_k(&scores, 10, history).into_iter().filter(|(i, _)| *i != 2).collect();
+            assert_eq!(got, expected);
+            assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), [4, 1, 3]);
+        }
     }
 }

@@ -120,8 +120,29 @@ impl OnlineEngine {
     /// new one, never a mixture.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.engine.sweep();
-        let buf = codec::encode(&self.engine.views, self.engine.features().fingerprint(), self.next_offset);
+        let (buf, _) = self.encode_checkpoint();
         write_atomically(&self.dir, CHECKPOINT_FILE, &buf)
+    }
+
+    /// Drops state no read or record can see any more.
+    pub fn sweep(&mut self) {
+        self.engine.sweep();
+    }
+
+    /// The checkpoint's bytes and the offset they cover, for [`OnlineEngine::write_checkpoint`].
+    /// Split from the write so that a server encodes under a read lock (reads go on) and writes
+    /// with no lock at all.
+    pub fn encode_checkpoint(&self) -> (Vec<u8>, u64) {
+        (codec::encode(&self.engine.views, self.engine.features().fingerprint(), self.next_offset), self.next_offset)
+    }
+
+    /// Writes checkpoint bytes atomically into `data_dir`.
+    pub fn write_checkpoint(data_dir: &Path, bytes: &[u8]) -> Result<()> {
+        write_atomically(data_dir, CHECKPOINT_FILE, bytes)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn read(&self, view: &str, key: &EntityKey, at: Timestamp) -> Result<Vec<FeatureValue>> {

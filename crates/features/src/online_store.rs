@@ -266,11 +266,22 @@ impl OnlineStore {
     pub async fn checkpoint(&self) -> Result<usize> {
         match &self.backend {
             Backend::Embedded(e) => {
-                let mut online = e.online.write().expect("poisoned");
-                let before = online.engine().entity_count();
-                online.checkpoint()?;
-                e.checkpointed.store(online.next_offset(), Ordering::Relaxed);
-                Ok(before - online.engine().entity_count())
+                // Sweep under the write lock (it mutates), encode under a read lock (reads go on
+                // while a large state is encoded), write with no lock.
+                let swept = {
+                    let mut online = e.online.write().expect("poisoned");
+                    let before = online.engine().entity_count();
+                    online.sweep();
+                    before - online.engine().entity_count()
+                };
+                let (bytes, offset, dir) = {
+                    let online = e.online.read().expect("poisoned");
+                    let (bytes, offset) = online.encode_checkpoint();
+                    (bytes, offset, online.data_dir().to_path_buf())
+                };
+                OnlineEngine::write_checkpoint(&dir, &bytes)?;
+                e.checkpointed.store(offset, Ordering::Relaxed);
+                Ok(swept)
             }
             Backend::Redis(r) => r.sweep(&self.set).await,
         }

@@ -179,13 +179,16 @@ impl ContentBased {
 
     /// Cosine of `profile` with every item vector.
     pub fn score_profile(&self, profile: &[f32], out: &mut [f32]) {
-        let norm = profile.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        let inv = inverse_norm(profile);
         for (i, o) in out.iter_mut().enumerate() {
-            let (t, v) = self.item_vector(i as u32);
-            let s: f32 = t.iter().zip(v).map(|(&t, &v)| profile[t as usize] * v).sum();
-            *o = s * inv;
+            *o = self.cosine(profile, inv, i as u32);
         }
+    }
+
+    fn cosine(&self, profile: &[f32], inv_norm: f32, item: u32) -> f32 {
+        let (t, v) = self.item_vector(item);
+        let s: f32 = t.iter().zip(v).map(|(&t, &v)| profile[t as usize] * v).sum();
+        s * inv_norm
     }
 
     pub(crate) fn from_decoded(mut d: Decoded) -> Result<ContentBased> {
@@ -224,6 +227,19 @@ impl Retriever for ContentBased {
         let p = self.profile(history);
         self.score_profile(&p, out);
     }
+
+    fn score_items(&self, _user: u32, history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {
+        let p = self.profile(history);
+        let inv = inverse_norm(&p);
+        for (o, &i) in out.iter_mut().zip(items) {
+            *o = self.cosine(&p, inv, i);
+        }
+    }
+}
+
+fn inverse_norm(profile: &[f32]) -> f32 {
+    let norm = profile.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 { 1.0 / norm } else { 0.0 }
 }
 
 impl Persist for ContentBased {

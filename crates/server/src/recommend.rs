@@ -351,7 +351,8 @@ struct Outcome {
     path: ServingPath,
 }
 
-/// Reads the ranker's aggregates for the candidates (and the user) from the online store.
+/// Reads the ranker's aggregates from the online store: the item view for every candidate and
+/// the user view once (not once per candidate), the two reads concurrently.
 async fn read_aggregates(
     features: &Features,
     serving: &Serving,
@@ -361,32 +362,25 @@ async fn read_aggregates(
 ) -> Result<Aggregates, String> {
     let (item_refs, user_refs) = serving.feature_refs();
     let set = features.store.features();
-    let mut refs = item_refs.clone();
-    refs.extend(user_refs.iter().cloned());
-    if refs.is_empty() {
-        return Ok(Aggregates::default());
-    }
-    let selection = set.select(&refs).map_err(|e| e.to_string())?;
-    let rows: Vec<Entities> = items
-        .iter()
-        .map(|i| Entities { user: Some(user.to_string()), item: Some((*i).to_string()), ..Entities::default() })
-        .collect();
-    let values = features.store.read(&selection, &rows, Timestamp(at)).await.map_err(|e| e.to_string())?;
-    let feature = |r: &String| r.split_once(':').map_or(r.clone(), |(_, f)| f.to_string());
-    let item_names: Vec<String> = item_refs.iter().map(feature).collect();
-    let user_names: Vec<String> = user_refs.iter().map(feature).collect();
-    let mut out = Aggregates::default();
-    for row in &values {
-        out.items.push(item_names.iter().zip(row).map(|(name, v)| aggregate_value(name, v.value.as_ref())).collect());
-    }
-    if let Some(row) = values.first() {
-        out.user = user_names
-            .iter()
-            .zip(&row[item_names.len()..])
-            .map(|(name, v)| aggregate_value(name, v.value.as_ref()))
-            .collect();
-    }
-    Ok(out)
+    let read = |refs: Vec<String>, rows: Vec<Entities>| async move {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let selection = set.select(&refs).map_err(|e| e.to_string())?;
+        let values = features.store.read(&selection, &rows, Timestamp(at)).await.map_err(|e| e.to_string())?;
+        let names: Vec<String> =
+            refs.iter().map(|r| r.split_once(':').map_or(r.clone(), |(_, f)| f.to_string())).collect();
+        Ok::<_, String>(
+            values
+                .iter()
+                .map(|row| names.iter().zip(row).map(|(name, v)| aggregate_value(name, v.value.as_ref())).collect())
+                .collect::<Vec<Vec<f64>>>(),
+        )
+    };
+    let item_rows = items.iter().map(|i| Entities { item: Some((*i).to_string()), ..Entities::default() }).collect();
+    let (items, user) =
+        tokio::join!(read(item_refs, item_rows), read(user_refs, vec![Entities::user(user.to_string())]));
+    Ok(Aggregates { items: items?, user: user?.pop().unwrap_or_default() })
 }
 
 async fn cascade(
@@ -472,20 +466,33 @@ async fn cascade(
 
     // One batched read of the ranker's online features.
     let started = Instant::now();
-    let ids: Vec<&str> = candidates.iter().map(|c| serving.item_id(c.item)).collect();
+    let ids: Vec<String> = candidates.iter().map(|c| serving.item_id(c.item).to_string()).collect();
     let deadline = Duration::from_millis(pipeline.config.features_ms);
-    let read = async {
-        if let Some(d) = rec.faults.delay(Stage::Features) {
-            tokio::time::sleep(d).await;
-        }
-        if rec.faults.fails(Stage::Features) {
-            return Err("injected failure".to_string());
-        }
-        read_aggregates(&state.features, &serving, user, &ids, now).await
-    };
+    let (delay, fail) = (rec.faults.delay(Stage::Features), rec.faults.fails(Stage::Features));
+    let (features, s, u) = (state.features.clone(), serving.clone(), user.to_string());
+    // On the blocking pool: the embedded store reads under a lock, and a read stuck behind it
+    // must not hold a runtime thread past the deadline.
+    let handle = tokio::runtime::Handle::current();
+    let read = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            if fail {
+                return Err("injected failure".to_string());
+            }
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            read_aggregates(&features, &s, &u, &ids, now).await
+        })
+    });
     let aggregates = match tokio::time::timeout(deadline, read).await {
-        Ok(Ok(a)) => Some(a),
+        Ok(Ok(Ok(a))) => Some(a),
         Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ranker features: the read panicked");
+            fallback(&mut path, "features_unavailable");
+            None
+        }
+        Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "ranker features unavailable");
             fallback(&mut path, "features_unavailable");
             None
