@@ -1,4 +1,6 @@
-//! Cascade's pipelines. Today: candidate generation, the first stage of a recommendation.
+//! Cascade's pipelines: candidate generation ([`candidates`], [`sources`]), the rankers' training
+//! and evaluation ([`ranking`], [`training`]), and the serving cascade over a loaded bundle
+//! ([`serving`], with [`live`], [`rules`] and [`explore`]).
 //!
 //! ```
 //! use cascade_engine::candidates::{CandidateSource, Generator, Request, SourceSpec};

@@ -1,4 +1,5 @@
-//! Cascade's HTTP server: event ingestion, the catalogue, online features, health and metrics.
+//! Cascade's HTTP server: event ingestion, the catalogue, online features, recommendations,
+//! health and metrics.
 //!
 //! Handlers follow one shape: parse and validate the body, one store call, convert back. Only this
 //! crate knows HTTP; the wire types live in `cascade-api`.
