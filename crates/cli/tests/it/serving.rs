@@ -21,10 +21,15 @@ struct InProcess {
 
 impl InProcess {
     async fn start(dir: &Path, faults: Arc<Faults>) -> InProcess {
+        Self::start_with(dir, faults, |_| {}).await
+    }
+
+    async fn start_with(dir: &Path, faults: Arc<Faults>, adjust: impl FnOnce(&mut Config)) -> InProcess {
         let text = std::fs::read_to_string(dir.join("cascade.toml")).unwrap();
         let mut config = Config::from_toml(&text, "cascade.toml").unwrap();
         config.project.data_dir = dir.join("data");
         config.serving.reload_interval = Duration::from_millis(200);
+        adjust(&mut config);
         let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&config.log)).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -322,5 +327,47 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         server.stop().await;
+
+        // The same cascade with the ranker's aggregates in Redis (the real one; `.ci/run` starts
+        // it and sets CASCADE_REQUIRE_REDIS=1, elsewhere its absence skips this part).
+        let url = std::env::var("CASCADE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut con =
+            match redis::Client::open(url.as_str()).unwrap().get_connection_with_timeout(Duration::from_secs(2)) {
+                Ok(con) => con,
+                Err(e) if std::env::var("CASCADE_REQUIRE_REDIS").is_ok_and(|v| !v.is_empty() && v != "0") => {
+                    panic!("Redis is not reachable at {url} ({e}); start redis-server or set CASCADE_TEST_REDIS_URL")
+                }
+                Err(e) => {
+                    eprintln!("SKIPPED the Redis part: Redis is not reachable at {url} ({e})");
+                    return;
+                }
+            };
+        let prefix = format!("cascade-test:serving:{}", std::process::id());
+        let (u, p) = (url.clone(), prefix.clone());
+        let server = InProcess::start_with(root, Arc::new(Faults::default()), move |c| {
+            c.features_store.backend = cascade_core::config::FeaturesBackend::Redis;
+            c.features_store.redis_url = u;
+            c.features_store.redis_prefix = p;
+        })
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = loop {
+            let (status, r) = server.post("/v1/recommendations", &json!({"user": "u3"})).await;
+            assert_eq!(status, 200, "{r}");
+            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut con).unwrap();
+            if r["path"]["ranked_by"] == "heavy" && !r["path"]["cold_start"].as_bool().unwrap() && keys.len() > 100 {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "the Redis-backed cascade did not serve: {r}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // v3 (no rankers) is the latest; after the restart v2's cascade serves, its features from Redis.
+        assert_eq!(r["path"]["fallbacks"], json!(["ranker_missing", "previous_version"]), "{r}");
+        assert_eq!(r["model_version"], 2);
+        server.stop().await;
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut con).unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query(&mut con).unwrap();
+        }
     });
 }
