@@ -69,6 +69,12 @@ pub struct ServingConfig {
     pub impression_queue: usize,
     /// The pipeline a request without `pipeline` uses.
     pub default_pipeline: String,
+    /// How often the pipelines' `precomputed` sources are computed for the most recently active
+    /// users ("0s" = never: those sources are computed per request).
+    #[serde(with = "duration_str")]
+    pub precompute_interval: Duration,
+    /// How many of the most recently active users get precomputed lists.
+    pub precompute_users: usize,
 }
 
 impl Default for ServingConfig {
@@ -78,6 +84,8 @@ impl Default for ServingConfig {
             log_impressions: true,
             impression_queue: 10_000,
             default_pipeline: "default".into(),
+            precompute_interval: Duration::from_secs(600),
+            precompute_users: 100_000,
         }
     }
 }

@@ -218,6 +218,23 @@ impl Live {
         all.into_iter().take(n).map(|(c, id)| (id.to_string(), c)).collect()
     }
 
+    /// The `n` users with the most recent interactions, each with their items (most recent
+    /// last): whom the precompute job serves first.
+    pub fn recent_users(&self, n: usize) -> Vec<(String, Vec<Arc<str>>)> {
+        let state = self.state.read().expect("poisoned");
+        let mut latest: Vec<(i64, &String)> =
+            state.users.iter().filter_map(|(u, h)| h.last().map(|e| (e.0, u))).collect();
+        if latest.len() > n {
+            latest.select_nth_unstable_by(n, |a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+            latest.truncate(n);
+        }
+        latest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        latest
+            .into_iter()
+            .map(|(_, u)| (u.clone(), state.users[u].iter().map(|&(_, i)| state.ids[i as usize].clone()).collect()))
+            .collect()
+    }
+
     /// Users with history, and items known.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.state.read().expect("poisoned");
@@ -288,6 +305,10 @@ mod tests {
         assert_eq!(b.tokens.len(), 1);
         assert!(a.tokens.contains(&b.tokens[0]), "one vocabulary for all items");
         assert!(items[2].is_none());
+        // The most recently active first.
+        let recent: Vec<String> = live.recent_users(5).into_iter().map(|(u, _)| u).collect();
+        assert_eq!(recent, ["u", "v"]);
+        assert_eq!(live.recent_users(1)[0].1.len(), 3);
         // b is unavailable, so popularity leaves it out.
         assert_eq!(live.most_popular(5), [("a".to_string(), 3), ("c".to_string(), 1)]);
     }

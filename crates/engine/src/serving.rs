@@ -9,11 +9,12 @@
 //! [`Live`], and the `rank_item`/`rank_user` aggregates from the online feature store.
 
 use crate::bundle::LoadedBundle;
-use crate::candidates::{Candidate, Generator, Request};
+use crate::candidates::{Candidate, CandidateSource, Generator, Request};
 use crate::explore::{self, ExplorationConfig, Pick};
 use crate::live::{Live, UserHistory};
 use crate::ranking::{CandidateInputs, Layout, Rankers, affinity};
 use crate::rules::{ItemFacts, Rule, RuleContext, Rules};
+use crate::sources::{RetrieverSource, UserLists};
 use cascade_models::AnyModel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,6 +45,10 @@ pub struct PipelineConfig {
     pub retrieval_ms: u64,
     pub features_ms: u64,
     pub ranking_ms: u64,
+    /// Sources served from per-user lists computed on a schedule (`serving.precompute_interval`)
+    /// rather than per request: heavy ones without an index, like `bpr`. Users without a list
+    /// yet are scored at request time.
+    pub precomputed: Vec<String>,
     /// Business rules in order; absent: exclude seen, unavailable and requested items.
     pub rules: Option<Vec<Rule>>,
     pub exploration: ExplorationConfig,
@@ -69,6 +74,7 @@ impl Default for PipelineConfig {
             retrieval_ms: 50,
             features_ms: 30,
             ranking_ms: 80,
+            precomputed: vec!["bpr".into()],
             rules: None,
             exploration: ExplorationConfig::default(),
             fallback_items: Vec::new(),
@@ -109,6 +115,12 @@ impl Pipeline {
         let known = ["als", "itemknn", "bpr", "content", "trending", "pop"];
         if let Some(s) = config.sources.keys().find(|s| !known.contains(&s.as_str())) {
             return Err(field(&format!("sources.{s}"), &format!("unknown source (known: {})", known.join(", "))));
+        }
+        if let Some(s) = config.precomputed.iter().find(|s| !config.sources.contains_key(*s) || *s == "als") {
+            return Err(field(
+                &format!("precomputed.{s}"),
+                "must be one of the pipeline's sources other than als (which the ANN index serves)",
+            ));
         }
         if config.candidates == 0 {
             return Err(field("candidates", "must be at least 1"));
@@ -215,6 +227,8 @@ pub struct Serving {
     pub ranking_problem: Option<String>,
     /// Each pipeline's generator, built on first use (sources precompute per bundle).
     generators: std::sync::RwLock<HashMap<String, Arc<Generator>>>,
+    /// Per source: the per-user lists the precompute job fills.
+    lists: std::sync::Mutex<BTreeMap<String, Arc<UserLists>>>,
 }
 
 /// Ranker features read from the online store, per candidate and for the user.
@@ -234,7 +248,14 @@ impl Serving {
             },
         };
         let generator_sources = bundle.generator(1).source_names();
-        Serving { bundle, generator_sources, ranking, ranking_problem, generators: Default::default() }
+        Serving {
+            bundle,
+            generator_sources,
+            ranking,
+            ranking_problem,
+            generators: Default::default(),
+            lists: Default::default(),
+        }
     }
 
     fn ranking_stage(bundle: &LoadedBundle, rankers: Arc<Rankers>) -> Result<RankingStage, String> {
@@ -339,7 +360,9 @@ impl Serving {
     pub fn retrieve(&self, p: &Prepared, pipeline: &Pipeline) -> (Vec<Candidate>, Vec<String>) {
         let cached = self.generators.read().expect("poisoned").get(&pipeline.name).cloned();
         let generator = cached.unwrap_or_else(|| {
-            let mut generator = self.bundle.generator_with(&pipeline.config.sources);
+            let lists: BTreeMap<String, Arc<UserLists>> =
+                pipeline.config.precomputed.iter().map(|s| (s.clone(), self.lists(s))).collect();
+            let mut generator = self.bundle.generator_with(&pipeline.config.sources, &lists);
             generator.min_history = pipeline.config.min_history;
             let generator = Arc::new(generator);
             self.generators.write().expect("poisoned").insert(pipeline.name.clone(), generator.clone());
@@ -349,6 +372,31 @@ impl Serving {
         let candidates = generator.generate(&request, pipeline.config.candidates);
         let names = (0..generator.len()).map(|i| generator.source_name(i).to_string()).collect();
         (candidates, names)
+    }
+
+    /// The per-user lists of `source` (empty until the precompute job fills them).
+    pub fn lists(&self, source: &str) -> Arc<UserLists> {
+        self.lists.lock().expect("poisoned").entry(source.to_string()).or_default().clone()
+    }
+
+    /// Computes `source`'s best `n` items for each of `users` (user id, their items most recent
+    /// last) into its lists, replacing what was there. Users the bundle does not know are
+    /// skipped (the source has nothing ahead of time for them). Returns the lists written.
+    pub fn precompute(&self, source: &str, users: &[(String, Vec<Arc<str>>)], n: usize) -> usize {
+        let Some(model) = self.bundle.models.get(source) else { return 0 };
+        let retriever = RetrieverSource::new(source, model.clone());
+        let mut fresh: HashMap<u32, Arc<[(u32, f32)]>> = HashMap::with_capacity(users.len());
+        for (user, items) in users {
+            let Some(u) = self.bundle.users.get(user) else { continue };
+            let mut history: Vec<u32> = items.iter().filter_map(|i| self.bundle.items.get(i)).collect();
+            history.sort_unstable();
+            history.dedup();
+            let list = retriever.candidates(&Request::new(Some(u), &history, &[]), n);
+            fresh.insert(u, list.into());
+        }
+        let written = fresh.len();
+        *self.lists(source).write().expect("poisoned") = fresh;
+        written
     }
 
     /// Items in the bundle's id space.
@@ -647,6 +695,8 @@ mod tests {
         assert!(bad("k = 0").starts_with("pipelines.home.k:"), "{}", bad("k = 0"));
         assert!(bad("sources = { magic = 3 }").contains("pipelines.home.sources.magic"));
         assert!(bad("ranking_ms = 0").contains("pipelines.home.ranking_ms"));
+        assert!(bad("precomputed = [\"als\"]").contains("pipelines.home.precomputed.als"));
+        assert!(bad("precomputed = [\"nope\"]").contains("pipelines.home.precomputed.nope"));
         assert!(bad("colour = 1").contains("pipelines.home") && bad("colour = 1").contains("colour"));
         assert!(
             bad("[exploration]\nshare = 2.0").contains("exploration.share"),

@@ -3,7 +3,8 @@
 use crate::candidates::{CandidateSource, Request};
 use cascade_ann::{Filter, Hnsw, IdSet};
 use cascade_models::{Als, AnyModel, top_k};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 /// Any [`Retriever`] as a source: scores the whole catalogue, then takes the top `n`.
 /// Right for popularity, content-based and item-kNN, whose scoring is cheap.
@@ -59,6 +60,50 @@ impl CandidateSource for RetrieverSource {
     }
 }
 
+/// Per user (bundle index): a source's candidates computed ahead of requests, best first.
+pub type UserLists = RwLock<HashMap<u32, Arc<[(u32, f32)]>>>;
+
+/// A source whose per-user lists are computed on a schedule (heavy sources: scoring the whole
+/// catalogue per request would cost milliseconds); a user without a list yet is served by the
+/// source itself at request time. Lists are filtered by the request's history and exclusions,
+/// so items seen since the list was computed never come back.
+pub struct PrecomputedSource {
+    inner: Box<dyn CandidateSource>,
+    lists: Arc<UserLists>,
+}
+
+impl std::fmt::Debug for PrecomputedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrecomputedSource").field("source", &self.inner.name()).finish_non_exhaustive()
+    }
+}
+
+impl PrecomputedSource {
+    pub fn new(inner: Box<dyn CandidateSource>, lists: Arc<UserLists>) -> Self {
+        PrecomputedSource { inner, lists }
+    }
+}
+
+impl CandidateSource for PrecomputedSource {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn candidates(&self, request: &Request<'_>, n: usize) -> Vec<(u32, f32)> {
+        let list = request.user.and_then(|u| self.lists.read().expect("poisoned").get(&u).cloned());
+        match list {
+            Some(list) => {
+                let sorted = request.history.is_sorted();
+                let seen = |i: u32| {
+                    if sorted { request.history.binary_search(&i).is_ok() } else { request.history.contains(&i) }
+                };
+                list.iter().copied().filter(|&(i, _)| !seen(i) && !request.excludes(i)).take(n).collect()
+            }
+            None => self.inner.candidates(request, n),
+        }
+    }
+}
+
 /// ALS user vectors searched in an HNSW index over the item factors (inner product).
 /// Users unknown to the model are folded in from their history.
 #[derive(Debug)]
@@ -107,6 +152,25 @@ mod tests {
     use super::*;
     use cascade_core::Csr;
     use cascade_models::{ContentBased, ContentParams, Popularity};
+
+    #[test]
+    fn precomputed_lists_serve_known_users_filtered_and_others_at_request_time() {
+        let m = Csr::from_triplets(3, 6, vec![(0, 4, 1.0), (1, 4, 1.0), (0, 1, 1.0), (2, 5, 1.0), (2, 2, 1.0)]);
+        let model = Arc::new(AnyModel::Popularity(Popularity::fit(&m)));
+        let lists: Arc<UserLists> = Arc::default();
+        let source = PrecomputedSource::new(Box::new(RetrieverSource::new("pop", model.clone())), lists.clone());
+        // Computed ahead: user 0's list as the source gave it then.
+        let ahead = RetrieverSource::new("pop", model).candidates(&Request::new(Some(0), &[], &[]), 6);
+        lists.write().unwrap().insert(0, ahead.clone().into());
+        // Item 4 seen since, item 2 excluded by the request: both filtered out.
+        let got = source.candidates(&Request::new(Some(0), &[4], &[2]), 3);
+        let expected: Vec<(u32, f32)> = ahead.iter().copied().filter(|(i, _)| *i != 4 && *i != 2).take(3).collect();
+        assert_eq!(got, expected);
+        // A user without a list is served by the source itself.
+        let live = source.candidates(&Request::new(Some(1), &[5], &[]), 2);
+        assert_eq!(live.iter().map(|c| c.0).collect::<Vec<_>>(), [4, 1]);
+        assert_eq!(source.name(), "pop");
+    }
 
     #[test]
     fn history_based_sources_stay_silent_without_history() {

@@ -194,6 +194,13 @@ pub async fn run_with_faults(
     ));
     let watch = (!config.serving.reload_interval.is_zero())
         .then(|| tokio::spawn(recommend::watch_registry(recommender.clone(), config.serving.reload_interval)));
+    let precompute = (!config.serving.precompute_interval.is_zero()).then(|| {
+        tokio::spawn(recommend::precompute(
+            recommender.clone(),
+            config.serving.precompute_interval,
+            config.serving.precompute_users,
+        ))
+    });
     let impressions = config
         .serving
         .log_impressions
@@ -246,8 +253,8 @@ pub async fn run_with_faults(
     });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     follow.abort();
-    if let Some(watch) = watch {
-        watch.abort();
+    for task in [watch, precompute].into_iter().flatten() {
+        task.abort();
     }
     // Every answered request's impressions are in the queue; they are written before the log closes.
     recommender.close_impressions();

@@ -895,6 +895,45 @@ pub(crate) async fn follow_log(store: Arc<Store>, live: Arc<Live>, poll: Duratio
     }
 }
 
+/// Every `interval`, computes the pipelines' `precomputed` sources for the `max_users` most
+/// recently active users of the live view, into the bundle in service.
+pub(crate) async fn precompute(recommender: Arc<Recommender>, interval: Duration, max_users: usize) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(serving) = recommender.current() else { continue };
+        let mut jobs: BTreeMap<String, usize> = BTreeMap::new();
+        for pipeline in recommender.pipelines.values() {
+            for source in &pipeline.config.precomputed {
+                let n =
+                    pipeline.config.sources.get(source).copied().unwrap_or(0) * cascade_engine::candidates::OVERFETCH;
+                let at = jobs.entry(source.clone()).or_default();
+                *at = (*at).max(n);
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let live = recommender.live.clone();
+        let started = Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let users = live.recent_users(max_users);
+            jobs.iter().map(|(source, &n)| (source.clone(), serving.precompute(source, &users, n))).collect::<Vec<_>>()
+        })
+        .await;
+        match done {
+            Ok(done) => {
+                for (source, users) in done {
+                    metrics::gauge!("cascade_precomputed_users", "source" => source).set(users as f64);
+                }
+                metrics::histogram!("cascade_precompute_duration_seconds").record(started.elapsed().as_secs_f64());
+            }
+            Err(e) => tracing::error!(error = %e, "precomputing sources panicked"),
+        }
+    }
+}
+
 /// Looks for a newer bundle every `interval` and swaps it in.
 pub(crate) async fn watch_registry(recommender: Arc<Recommender>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);

@@ -29,6 +29,7 @@ impl InProcess {
         let mut config = Config::from_toml(&text, "cascade.toml").unwrap();
         config.project.data_dir = dir.join("data");
         config.serving.reload_interval = Duration::from_millis(200);
+        config.serving.precompute_interval = Duration::from_millis(300);
         adjust(&mut config);
         let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&config.log)).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -139,6 +140,25 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
             assert!(p > 0.0 && p <= 1.0);
             assert_eq!(item["explored"].as_bool().unwrap(), p < 1.0, "{item}");
         }
+
+        // The heavy source (bpr) is precomputed on its schedule for the recently active users.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, metrics) = server.get("/metrics").await;
+            let users = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("cascade_precomputed_users{source=\"bpr\"} "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if users >= 100.0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "bpr lists were not precomputed: {users}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, again) = server.post("/v1/recommendations", &json!({"user": "u3", "k": 10})).await;
+        assert!(ids(&again).iter().all(|i| !seen.contains(i)), "precomputed lists respect the history");
+        assert_eq!(again["path"]["ranked_by"], "heavy");
 
         // An unknown user is a cold-start user, not an error.
         let (status, cold) = server.post("/v1/recommendations", &json!({"user": "stranger-1"})).await;
