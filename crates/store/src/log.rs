@@ -115,7 +115,15 @@ struct Shared {
     segments: RwLock<Vec<u64>>,
     /// Set when a write failed: the log refuses further appends until reopened.
     failed: Mutex<Option<String>>,
+    /// Where frames start: frame base offset → (segment base, byte position), recorded by
+    /// readers about every [`HINT_EVERY`] bytes. A reader from offset N seeks to the nearest
+    /// frame at or before N instead of scanning its segment from the start, so a tail that
+    /// polls the log costs what is new, not the segment's size.
+    hints: Mutex<std::collections::BTreeMap<u64, (u64, u64)>>,
 }
+
+/// Bytes between two recorded frame positions.
+const HINT_EVERY: u64 = 256 << 10;
 
 /// An append in flight; resolves once the batch is durable.
 #[derive(Debug)]
@@ -349,6 +357,7 @@ impl Log {
             committed: AtomicU64::new(next),
             segments: RwLock::new(segments),
             failed: Mutex::new(None),
+            hints: Mutex::default(),
         });
         let (tx, rx) = mpsc::channel();
         let writer = Writer { shared: shared.clone(), options, file, base: active, size, on_commit };
@@ -375,6 +384,7 @@ impl Log {
             committed: AtomicU64::new(next),
             segments: RwLock::new(segments),
             failed: Mutex::new(None),
+            hints: Mutex::default(),
         });
         Ok(Log { shared, tx: Mutex::new(None), writer: Mutex::new(None) })
     }
@@ -440,6 +450,8 @@ impl Log {
             body_pos: 0,
             body_offset: 0,
             body_end: 0,
+            pos: 0,
+            hinted: 0,
         }
     }
 
@@ -666,6 +678,10 @@ pub struct LogReader {
     body_offset: u64,
     /// Offset after the current frame.
     body_end: u64,
+    /// Byte position of the next frame in the open segment.
+    pos: u64,
+    /// Byte position of the last hint this reader recorded (or used).
+    hinted: u64,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -698,12 +714,40 @@ impl LogReader {
         let mut header = [0u8; HEADER_LEN as usize];
         reader.read_exact(&mut header).map_err(Error::io(&path))?;
         check_header(&path, &header)?;
-        self.body_offset = base;
-        self.body_end = base;
+        let (mut start, mut pos) = (base, HEADER_LEN);
+        let hint = self.shared.hints.lock().expect("poisoned").range(base..=self.next).next_back().map(|(&o, &h)| (o, h));
+        if let Some((offset, (segment, at))) = hint
+            && segment == base
+        {
+            reader.seek(SeekFrom::Start(at)).map_err(Error::io(&path))?;
+            (start, pos) = (offset, at);
+        }
+        self.body_offset = start;
+        self.body_end = start;
         self.body_pos = 0;
+        self.pos = pos;
+        self.hinted = pos;
         self.body.clear();
         self.file = Some((reader, path));
         Ok(())
+    }
+
+    /// Records that a frame with base offset `base` starts at byte `at` of the open segment.
+    fn hint(&mut self, base: u64, at: u64) {
+        if at < self.hinted + HINT_EVERY {
+            return;
+        }
+        self.hinted = at;
+        let segments = self.shared.segments.read().expect("poisoned");
+        let Some(&segment) = segments.get(segments.partition_point(|&b| b <= base).wrapping_sub(1)) else { return };
+        let first = segments[0];
+        drop(segments);
+        let mut hints = self.shared.hints.lock().expect("poisoned");
+        hints.insert(base, (segment, at));
+        // Segments deleted by retention leave their hints behind; drop them now and then.
+        if hints.len().is_multiple_of(1024) {
+            hints.retain(|_, (s, _)| *s >= first);
+        }
     }
 
     fn next_record(&mut self) -> Result<Option<(u64, Record)>> {
@@ -733,8 +777,12 @@ impl LogReader {
                 self.open_segment()?;
             }
             let (reader, path) = self.file.as_mut().expect("opened");
+            let at = self.pos;
+            let mut framed = None;
             match read_frame(reader, &mut self.body).map_err(Error::io(path.as_path()))? {
                 Frame::Ok { base, count } => {
+                    self.pos = at + FRAME_HEADER_LEN as u64 + self.body.len() as u64;
+                    framed = Some(base);
                     if base != self.body_end {
                         return Err(Error::corrupt(
                             path,
@@ -762,6 +810,9 @@ impl LogReader {
                     }
                 }
                 Frame::Bad(reason) => return Err(Error::corrupt(path, 0, reason)),
+            }
+            if let Some(base) = framed {
+                self.hint(base, at);
             }
         }
     }
