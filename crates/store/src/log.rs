@@ -715,7 +715,8 @@ impl LogReader {
         reader.read_exact(&mut header).map_err(Error::io(&path))?;
         check_header(&path, &header)?;
         let (mut start, mut pos) = (base, HEADER_LEN);
-        let hint = self.shared.hints.lock().expect("poisoned").range(base..=self.next).next_back().map(|(&o, &h)| (o, h));
+        let hint =
+            self.shared.hints.lock().expect("poisoned").range(base..=self.next).next_back().map(|(&o, &h)| (o, h));
         if let Some((offset, (segment, at))) = hint
             && segment == base
         {
