@@ -871,22 +871,8 @@ mod tests {
         assert_eq!(evaluate(&shifted, &[], &options(Target::Greedy)).unwrap().reshaped, 1);
     }
 
-    /// SplitMix64.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn uniform(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     /// A k = 3 epsilon-greedy log (m = 1, tail 4: ranks 0, 1 greedy, one of 2..6 at 1/4) with
     /// click rates per rank; clicks carry the request id on even requests and rely on the window
@@ -894,12 +880,12 @@ mod tests {
     #[test]
     fn estimates_recover_the_planted_values() {
         let rates = [0.3, 0.2, 0.5, 0.1, 0.05, 0.4];
-        let mut rng = Rng(7);
+        let mut rng = StdRng::seed_from_u64(7);
         let (mut imps, mut outs) = (Vec::new(), Vec::new());
         let requests = 4_000;
         for r in 0..requests {
             let (id, user, ts) = (format!("q{r}"), format!("u{}", r % 50), r as i64 * 60_000);
-            let explored = 2 + (rng.next() % 4) as usize;
+            let explored = 2 + rng.random_range(0..4usize);
             for rank in [0, 1, explored] {
                 let item = format!("i{rank}");
                 imps.push(Impression {
@@ -908,7 +894,7 @@ mod tests {
                     greedy_rank: Some(rank),
                     ..imp(&id, &user, &item, ts)
                 });
-                if rng.uniform() < rates[rank] {
+                if rng.random::<f64>() < rates[rank] {
                     outs.push(outcome(&user, &item, ts + 5_000, (r % 2 == 0).then_some(id.as_str())));
                 }
             }

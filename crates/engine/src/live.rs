@@ -199,11 +199,6 @@ impl Live {
         ids.iter().enumerate().map(|(n, id)| f(n, state.index.get(*id).map(|&i| &state.items[i as usize]))).collect()
     }
 
-    /// Token ids of an attribute-token vocabulary shared by all items (affinity features).
-    pub fn token_ids(&self) -> usize {
-        self.state.read().expect("poisoned").vocab.len()
-    }
-
     /// The `n` available items with the most interactions: the fallback when no model can serve.
     pub fn most_popular(&self, n: usize) -> Vec<(String, u64)> {
         let state = self.state.read().expect("poisoned");
@@ -233,12 +228,6 @@ impl Live {
             .into_iter()
             .map(|(_, u)| (u.clone(), state.users[u].iter().map(|&(_, i)| state.ids[i as usize].clone()).collect()))
             .collect()
-    }
-
-    /// Users with history, and items known.
-    pub fn counts(&self) -> (usize, usize) {
-        let state = self.state.read().expect("poisoned");
-        (state.users.len(), state.items.len())
     }
 }
 

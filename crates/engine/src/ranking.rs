@@ -980,13 +980,14 @@ pub fn train(
     let mut block = Block::default();
     let mut names = Vec::new();
     for (i, period) in periods(split, params.periods, params.period_fraction).iter().enumerate() {
+        let users = sample_users(period.eval_users(), params.max_users, params.seed);
         progress(&format!(
-            "period {}: retrieval, candidates and features ({} users)",
+            "period {}: retrieval, candidates and features ({} of {} users)",
             i + 1,
+            users.len(),
             period.eval_users().len()
         ));
         let retrievers = Retrievers::fit(period, retrieval_params, &params.quotas, catalogue, unit_ms)?;
-        let users = sample_users(period.eval_users(), params.max_users, params.seed);
         let (n, b) = build_block(period, &users, &retrievers, catalogue, params, unit_ms)?;
         names = n;
         block.append(b);
@@ -1160,15 +1161,8 @@ mod tests {
         let (split, catalogue) = drifting();
         let params = small_params();
         let rp = retrieval_params();
-        let mut train_block = Block::default();
-        let mut names = Vec::new();
-        for period in periods(&split, params.periods, params.period_fraction) {
-            let retrievers = Retrievers::fit(&period, &rp, &params.quotas, &catalogue, 1).unwrap();
-            let (n, b) = build_block(&period, period.eval_users(), &retrievers, &catalogue, &params, 1).unwrap();
-            names = n;
-            train_block.append(b);
-        }
-        let rankers = Rankers::train(&names, &train_block, &params).unwrap();
+        let rankers = train(&split, &catalogue, &params, &rp, 1, &|_| {}).unwrap();
+        let names = rankers.feature_names.clone();
         let retrievers = Retrievers::fit(&split, &rp, &params.quotas, &catalogue, 1).unwrap();
         let (_, block) = build_block(&split, split.eval_users(), &retrievers, &catalogue, &params, 1).unwrap();
         let (ranked, scores) = rankers.rank(&block);

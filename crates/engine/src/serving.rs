@@ -162,7 +162,6 @@ impl Pipeline {
 /// A request after the user is resolved against the bundle and [`Live`].
 #[derive(Debug, Clone, Default)]
 pub struct Prepared {
-    pub user_id: Option<String>,
     /// The user's index in the bundle (its models' user vectors), when the bundle knows it.
     pub user: Option<u32>,
     /// Bundle indices of the user's recent items, sorted, distinct: the history models score from.
@@ -188,6 +187,9 @@ struct RankingStage {
     layout: Layout,
     /// The model behind each layout source.
     sources: Vec<Arc<AnyModel>>,
+    /// The aggregates as online feature references (`view:feature`): items', then the user's.
+    item_refs: Vec<String>,
+    user_refs: Vec<String>,
     knn: Option<Arc<AnyModel>>,
 }
 
@@ -220,7 +222,6 @@ pub enum RankedBy {
 #[derive(Debug)]
 pub struct Serving {
     pub bundle: Arc<LoadedBundle>,
-    generator_sources: Vec<String>,
     ranking: Option<RankingStage>,
     /// Why the bundle's rankers cannot be used (none trained, a layout this version does not
     /// compute, a source model missing).
@@ -247,15 +248,7 @@ impl Serving {
                 Err(e) => (None, Some(e)),
             },
         };
-        let generator_sources = bundle.generator(1).source_names();
-        Serving {
-            bundle,
-            generator_sources,
-            ranking,
-            ranking_problem,
-            generators: Default::default(),
-            lists: Default::default(),
-        }
+        Serving { bundle, ranking, ranking_problem, generators: Default::default(), lists: Default::default() }
     }
 
     fn ranking_stage(bundle: &LoadedBundle, rankers: Arc<Rankers>) -> Result<RankingStage, String> {
@@ -275,7 +268,10 @@ impl Serving {
         if layout.recent_knn && knn.is_none() {
             return Err("the rankers read recent_knn_score; the bundle has no item-kNN".into());
         }
-        Ok(RankingStage { rankers, layout, sources, knn })
+        let colon = |n: &String| n.replacen('.', ":", 1);
+        let item_refs = layout.item_aggs.iter().map(colon).collect();
+        let user_refs = layout.user_aggs.iter().map(colon).collect();
+        Ok(RankingStage { rankers, layout, sources, item_refs, user_refs, knn })
     }
 
     pub fn version(&self) -> u64 {
@@ -286,16 +282,12 @@ impl Serving {
         self.ranking.is_some()
     }
 
-    /// Names of the retrieval sources the bundle can serve.
-    pub fn sources(&self) -> &[String] {
-        &self.generator_sources
-    }
-
     /// The online features the ranker reads: `view:feature` for items, then for the user.
-    pub fn feature_refs(&self) -> (Vec<String>, Vec<String>) {
-        let Some(stage) = &self.ranking else { return (Vec::new(), Vec::new()) };
-        let colon = |n: &String| n.replacen('.', ":", 1);
-        (stage.layout.item_aggs.iter().map(colon).collect(), stage.layout.user_aggs.iter().map(colon).collect())
+    pub fn feature_refs(&self) -> (&[String], &[String]) {
+        match &self.ranking {
+            Some(stage) => (&stage.item_refs, &stage.user_refs),
+            None => (&[], &[]),
+        }
     }
 
     /// Resolves the user and the request's exclusions against the bundle and its history.
@@ -322,7 +314,8 @@ impl Serving {
         }
         let mut indices: Vec<u32> = history_items.iter().filter_map(|i| bundle.items.get(i)).collect();
         indices.sort_unstable();
-        let recent_n = 10;
+        // As many as training's recency similarity looked at.
+        let recent_n = crate::ranking::RankingParams::default().recent;
         let mut recent: Vec<u32> = Vec::new();
         for (_, item) in history.events.iter().rev() {
             if recent.len() == recent_n {
@@ -343,7 +336,6 @@ impl Serving {
         let user_index = user.and_then(|u| bundle.users.get(u));
         let cold = history_items.len() < pipeline.config.min_history;
         Prepared {
-            user_id: user.map(String::from),
             user: user_index,
             history: indices,
             recent,
@@ -370,7 +362,7 @@ impl Serving {
         });
         let request = Request::new(if p.cold { None } else { p.user }, &p.history, &p.exclude);
         let candidates = generator.generate(&request, pipeline.config.candidates);
-        let names = (0..generator.len()).map(|i| generator.source_name(i).to_string()).collect();
+        let names = generator.source_names();
         (candidates, names)
     }
 
@@ -409,7 +401,7 @@ impl Serving {
     pub fn rank(
         &self,
         p: &Prepared,
-        candidates: Vec<Candidate>,
+        candidates: &[Candidate],
         aggregates: &Aggregates,
         live: &Live,
         keep: Option<usize>,
@@ -486,7 +478,6 @@ impl Serving {
             kept_values.extend_from_slice(&values[r * n_features..(r + 1) * n_features]);
         }
         let heavy = rankers.heavy.predict_raw_batch(&kept_values);
-        let mut candidates: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
         let mut ranked: Vec<RankedItem> = order
             .iter()
             .enumerate()
@@ -494,7 +485,7 @@ impl Serving {
                 let probability = rankers.calibrator.apply(heavy[j]);
                 RankedItem {
                     item: items[r],
-                    candidate: candidates[r].take().expect("each candidate once"),
+                    candidate: candidates[r].clone(),
                     light: Some(light[r]),
                     heavy: Some(heavy[j]),
                     probability: Some(probability),

@@ -21,12 +21,14 @@
 //!    latency p50/p99 over every test row × `--repeats` (ours: `Forest::predict` in process;
 //!    LightGBM: `Booster.predict` on a 1-row numpy array).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::Instant;
+
+mod common;
 
 use cascade_eval::metrics::{pr_auc, roc_auc};
 use cascade_rank::gbdt::{Dataset, Params, train};
+use common::{json_number, median, peer, percentile, read_f64};
 
 struct Args {
     repeats: usize,
@@ -49,33 +51,6 @@ fn parse_args() -> Args {
         }
     }
     a
-}
-
-fn read_f64(path: &Path) -> Vec<f64> {
-    std::fs::read(path).expect("read").chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn json_number(json: &str, key: &str) -> f64 {
-    let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} missing in {json}"));
-    let rest = json[at + key.len() + 3..].trim_start();
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim().parse().unwrap()
-}
-
-fn peer(python: &Path, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/lightgbm_peer.py");
-    let out = Command::new(python).arg(script).args(args).stderr(Stdio::inherit()).output().expect("run peer");
-    assert!(out.status.success(), "lightgbm_peer.py {args:?} failed");
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().to_string()
 }
 
 fn main() {

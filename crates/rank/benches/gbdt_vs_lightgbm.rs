@@ -25,10 +25,12 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
+mod common;
+
 use cascade_rank::gbdt::{Dataset, Params, Task, train};
+use common::{json_number, median, peer, percentile, read_f64};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -227,22 +229,6 @@ fn ndcg(y: &[f64], scores: &[f64], sizes: &[usize], k: usize) -> f64 {
     total / sizes.len() as f64
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn json_number(json: &str, key: &str) -> f64 {
-    let at = json.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} missing in {json}"));
-    let rest = json[at + key.len() + 3..].trim_start();
-    let end = rest.find([',', '}']).unwrap();
-    rest[..end].trim().parse().unwrap()
-}
-
 fn main() {
     let args = parse_args();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -300,26 +286,26 @@ fn main() {
         params.max_bin,
         params.lambdarank_truncation_level
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/lightgbm_peer.py");
-    let out = Command::new(&args.python)
-        .arg(script)
-        .arg("rank-run")
-        .arg("--train")
-        .arg(&train_csv)
-        .arg("--valid")
-        .arg(&valid_csv)
-        .args(["--params", &peer_params, "--repeats", &args.repeats.to_string(), "--out"])
-        .arg(dir.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run lightgbm_peer.py");
-    assert!(out.status.success(), "lightgbm_peer.py rank-run failed");
-    let theirs = String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().to_string();
-    let lgb_pred: Vec<f64> = std::fs::read(dir.path().join("lgb_valid.pred"))
-        .unwrap()
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    let (train_path, valid_path, out_path) = (path(&train_csv), path(&valid_csv), path(dir.path()));
+    let repeats = args.repeats.to_string();
+    let theirs = peer(
+        &args.python,
+        &[
+            "rank-run",
+            "--train",
+            &train_path,
+            "--valid",
+            &valid_path,
+            "--params",
+            &peer_params,
+            "--repeats",
+            &repeats,
+            "--out",
+            &out_path,
+        ],
+    );
+    let lgb_pred = read_f64(&dir.path().join("lgb_valid.pred"));
 
     let (train_set, mut times, mut forest) = (train_t.dataset(), Vec::new(), None);
     for _ in 0..args.repeats {

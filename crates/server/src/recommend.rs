@@ -346,7 +346,7 @@ struct Outcome {
     serving: Option<Arc<Serving>>,
     ranked: Vec<RankedItem>,
     ranked_by: &'static str,
-    prepared: Prepared,
+    prepared: Arc<Prepared>,
     sources: Vec<String>,
     path: ServingPath,
 }
@@ -361,26 +361,31 @@ async fn read_aggregates(
     at: i64,
 ) -> Result<Aggregates, String> {
     let (item_refs, user_refs) = serving.feature_refs();
-    let set = features.store.features();
-    let read = |refs: Vec<String>, rows: Vec<Entities>| async move {
-        if refs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let selection = set.select(&refs).map_err(|e| e.to_string())?;
-        let values = features.store.read(&selection, &rows, Timestamp(at)).await.map_err(|e| e.to_string())?;
-        let names: Vec<String> =
-            refs.iter().map(|r| r.split_once(':').map_or(r.clone(), |(_, f)| f.to_string())).collect();
-        Ok::<_, String>(
-            values
-                .iter()
-                .map(|row| names.iter().zip(row).map(|(name, v)| aggregate_value(name, v.value.as_ref())).collect())
-                .collect::<Vec<Vec<f64>>>(),
-        )
-    };
     let item_rows = items.iter().map(|i| Entities { item: Some((*i).to_string()), ..Entities::default() }).collect();
-    let (items, user) =
-        tokio::join!(read(item_refs, item_rows), read(user_refs, vec![Entities::user(user.to_string())]));
+    let (items, user) = tokio::join!(
+        read_values(features, item_refs, item_rows, at),
+        read_values(features, user_refs, vec![Entities::user(user.to_string())], at)
+    );
     Ok(Aggregates { items: items?, user: user?.pop().unwrap_or_default() })
+}
+
+/// Per row, the features `refs` (`view:feature`) as ranker values.
+async fn read_values(
+    features: &Features,
+    refs: &[String],
+    rows: Vec<Entities>,
+    at: i64,
+) -> Result<Vec<Vec<f64>>, String> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selection = features.store.features().select(refs).map_err(|e| e.to_string())?;
+    let values = features.store.read(&selection, &rows, Timestamp(at)).await.map_err(|e| e.to_string())?;
+    let names: Vec<&str> = refs.iter().map(|r| r.split_once(':').map_or(r.as_str(), |(_, f)| f)).collect();
+    Ok(values
+        .iter()
+        .map(|row| names.iter().zip(row).map(|(name, v)| aggregate_value(name, v.value.as_ref())).collect())
+        .collect())
 }
 
 async fn cascade(
@@ -406,7 +411,7 @@ async fn cascade(
     }
     let Some(serving) = serving else {
         fallback(&mut path, "no_bundle");
-        let prepared = Prepared { user_id: Some(user.into()), now_ms: now, ..Prepared::default() };
+        let prepared = Arc::new(Prepared { now_ms: now, ..Prepared::default() });
         return Outcome {
             serving: None,
             ranked: Vec::new(),
@@ -416,7 +421,7 @@ async fn cascade(
             path,
         };
     };
-    let prepared = serving.prepare(Some(user), &history, exclude, now, pipeline);
+    let prepared = Arc::new(serving.prepare(Some(user), &history, exclude, now, pipeline));
     if given.is_none() && pipeline.config.sources.contains_key("als") && serving.bundle.als_index.is_none() {
         fallback(&mut path, "index_missing");
     }
@@ -487,13 +492,9 @@ async fn cascade(
     });
     let aggregates = match tokio::time::timeout(deadline, read).await {
         Ok(Ok(Ok(a))) => Some(a),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "ranker features: the read panicked");
-            fallback(&mut path, "features_unavailable");
-            None
-        }
-        Ok(Ok(Err(e))) => {
-            tracing::warn!(error = %e, "ranker features unavailable");
+        Ok(failed) => {
+            let error = failed.map_or_else(|panicked| panicked.to_string(), |read| read.err().unwrap_or_default());
+            tracing::warn!(%error, "ranker features unavailable");
             fallback(&mut path, "features_unavailable");
             None
         }
@@ -514,28 +515,33 @@ async fn cascade(
     let started = Instant::now();
     let keep = if given.is_some() { Some(usize::MAX) } else { pipeline.config.light_keep };
     let (s, p, live) = (serving.clone(), prepared.clone(), rec.live.clone());
+    // Shared with the stage: the fallback below needs them if the stage does not answer.
+    let candidates = Arc::new(candidates);
     let kept = candidates.clone();
     let deadline = Duration::from_millis(pipeline.config.ranking_ms);
-    let ranked = match rec.stage(Stage::Ranking, deadline, move || s.rank(&p, kept, &aggregates, &live, keep)).await {
+    let ranked = match rec.stage(Stage::Ranking, deadline, move || s.rank(&p, &kept, &aggregates, &live, keep)).await {
         Ran::Done(ranked) => (ranked, "heavy"),
-        Ran::Failed => {
-            fallback(&mut path, "ranker_failed");
-            (serving::retrieval_order(candidates), "retrieval")
-        }
-        Ran::Late => {
-            fallback(&mut path, "ranker_timeout");
-            (serving::retrieval_order(candidates), "retrieval")
+        ran @ (Ran::Failed | Ran::Late) => {
+            fallback(&mut path, if matches!(ran, Ran::Late) { "ranker_timeout" } else { "ranker_failed" });
+            (serving::retrieval_order(Arc::unwrap_or_clone(candidates)), "retrieval")
         }
     };
     path.stages_ms.insert("ranking".into(), started.elapsed().as_secs_f64() * 1e3);
     Outcome { serving: Some(serving), ranked: ranked.0, ranked_by: ranked.1, prepared, sources, path }
 }
 
-/// Whether an item passes the request's attribute filters.
-fn passes(filters: &BTreeMap<String, Vec<String>>, attributes: &BTreeMap<String, Vec<String>>) -> bool {
-    filters
-        .iter()
-        .all(|(name, wanted)| attributes.get(name).is_some_and(|have| have.iter().any(|v| wanted.contains(v))))
+/// Per item: whether it passes the request's attribute filters (every one, when there are none).
+fn passing(live: &Live, filters: &BTreeMap<String, Vec<String>>, ids: &[&str]) -> Vec<bool> {
+    if filters.is_empty() {
+        return vec![true; ids.len()];
+    }
+    live.with_items(ids, |_, item| {
+        item.is_some_and(|it| {
+            filters.iter().all(|(name, wanted)| {
+                it.facts.attributes.get(name).is_some_and(|have| have.iter().any(|v| wanted.contains(v)))
+            })
+        })
+    })
 }
 
 fn trace(serving: &Serving, r: &RankedItem, position: usize, reasons: usize, sources: &[String]) -> ItemTrace {
@@ -598,21 +604,16 @@ pub async fn post_recommendations(
     // Ranked list → request filters → rules and exploration.
     let mut ranked: Vec<(String, f64)> = Vec::new();
     let mut ranked_index: Vec<usize> = Vec::new();
-    let popular;
     if let Some(serving) = &out.serving {
         let ids: Vec<&str> = out.ranked.iter().map(|r| serving.item_id(r.item)).collect();
-        let keep: Vec<bool> = if request.filters.is_empty() {
-            vec![true; ids.len()]
-        } else {
-            rec.live.with_items(&ids, |_, item| item.is_some_and(|it| passes(&request.filters, &it.facts.attributes)))
-        };
+        let keep = passing(&rec.live, &request.filters, &ids);
         for (j, r) in out.ranked.iter().enumerate().filter(|(j, _)| keep[*j]) {
             ranked.push((ids[j].to_string(), r.score));
             ranked_index.push(j);
         }
     }
     if out.ranked_by == "popularity" || (ranked.is_empty() && out.serving.is_none()) {
-        popular = rec.live.most_popular(pipeline.config.candidates);
+        let popular = rec.live.most_popular(pipeline.config.candidates);
         let total = popular.first().map_or(1.0, |p| p.1 as f64);
         for (id, n) in &popular {
             ranked.push((id.clone(), *n as f64 / total));
@@ -624,17 +625,9 @@ pub async fn post_recommendations(
                 pipeline.config.fallback_items.iter().enumerate().map(|(r, id)| (id.clone(), 1.0 - r as f64 / n)),
             );
         }
-        if !request.filters.is_empty() {
-            let ids: Vec<&str> = ranked.iter().map(|r| r.0.as_str()).collect();
-            let keep = rec
-                .live
-                .with_items(&ids, |_, item| item.is_some_and(|it| passes(&request.filters, &it.facts.attributes)));
-            let mut j = 0;
-            ranked.retain(|_| {
-                j += 1;
-                keep[j - 1]
-            });
-        }
+        let ids: Vec<&str> = ranked.iter().map(|r| r.0.as_str()).collect();
+        let mut keep = passing(&rec.live, &request.filters, &ids).into_iter();
+        ranked.retain(|_| keep.next().unwrap_or(false));
     }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(rec.requests.load(Ordering::Relaxed) ^ now as u64);
     let finished = serving::finish(&pipeline, &ranked, &out.prepared, k, &rec.live, &mut rng);

@@ -2,24 +2,9 @@
 
 use crate::{cascade, ok};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-
-/// SplitMix64: a seeded stream without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// A logger with k = 3 and epsilon-greedy exploration of one slot from a tail of 4: ranks 0
 /// and 1 always shown, one of ranks 2..6 with probability 1/4. Each rank has a click rate, so the
@@ -41,13 +26,13 @@ fn ips_of_the_logged_policy_is_the_served_mean_and_greedy_is_recovered() {
     let rates = [0.3, 0.2, 0.5, 0.1, 0.05, 0.4];
     let requests = 1_500;
     let start: i64 = 1_700_000_000_000;
-    let mut rng = Rng(2024);
+    let mut rng = StdRng::seed_from_u64(2024);
     let (mut impressions, mut clicks) = (Vec::new(), Vec::new());
     for r in 0..requests {
         let (request_id, ts) = (format!("req-{r}"), start + r * 60_000);
         // Users come back every 40 minutes, within the 1 h window: the latest impression wins.
         let user = format!("u{}", r % 40);
-        let explored = 2 + (rng.next() % 4) as usize;
+        let explored = 2 + rng.random_range(0..4usize);
         for (position, rank) in [0, 1, explored].into_iter().enumerate() {
             let item = format!("i{rank}");
             impressions.push(json!({
@@ -59,7 +44,7 @@ fn ips_of_the_logged_policy_is_the_served_mean_and_greedy_is_recovered() {
                     "slots": 1, "tail": 4, "k": 3,
                 },
             }));
-            if rng.uniform() < rates[rank] {
+            if rng.random::<f64>() < rates[rank] {
                 // Half the clients send the request id; the rest are joined by the window.
                 let fields = if r % 2 == 0 { json!({"request_id": request_id}) } else { json!({}) };
                 clicks.push(json!({"type": "click", "ts": ts + 5_000, "user": user, "item": item, "fields": fields}));
