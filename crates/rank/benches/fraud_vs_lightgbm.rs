@@ -36,10 +36,7 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args {
-        repeats: 3,
-        python: std::env::var_os("CASCADE_BENCH_PYTHON").map_or_else(|| "/work/venv/bin/python".into(), PathBuf::from),
-    };
+    let mut a = Args { repeats: 3, python: common::default_python() };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));

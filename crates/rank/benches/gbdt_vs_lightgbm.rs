@@ -60,7 +60,7 @@ fn parse_args() -> Args {
         learning_rate: 0.1,
         min_data: 20,
         repeats: 3,
-        python: std::env::var_os("CASCADE_BENCH_PYTHON").map_or_else(|| "/work/venv/bin/python".into(), PathBuf::from),
+        python: common::default_python(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

@@ -94,23 +94,12 @@ def fraud_run(a):
                    valid_sets=[lgb.Dataset(Xv, yv, categorical_feature=cat)],
                    callbacks=[lgb.early_stopping(100, verbose=False)])
     n_rounds = max(20, es.best_iteration)
-    construct, fit = [], []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        d = lgb.Dataset(Xtr, ytr, categorical_feature=cat, free_raw_data=False)
-        d.construct()
-        t1 = time.perf_counter()
-        booster = lgb.train(FRAUD_PARAMS, d, num_boost_round=n_rounds)
-        t2 = time.perf_counter()
-        construct.append(t1 - t0)
-        fit.append(t2 - t1)
+    booster, construct, fit = fit_timed(
+        lambda: lgb.Dataset(Xtr, ytr, categorical_feature=cat, free_raw_data=False),
+        FRAUD_PARAMS, n_rounds, a.repeats)
     p = booster.predict(Xte, num_threads=1)
     p.astype("<f8").tofile(os.path.join(a.dir, "lgb_test.pred"))
-    batch = []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        booster.predict(Xte, num_threads=1)
-        batch.append(time.perf_counter() - t0)
+    batch = batch_seconds(booster, Xte, a.repeats)
     lat = []
     for _ in range(a.repeats):
         for i in range(len(Xte)):
@@ -126,6 +115,31 @@ def fraud_run(a):
         "batch_rows_per_s": len(Xte) / float(np.median(batch)),
         "p50_us": float(np.percentile(lat, 50)), "p99_us": float(np.percentile(lat, 99)),
     }), flush=True)
+
+
+def fit_timed(make_dataset, params, rounds, repeats):
+    """Builds the dataset and trains `repeats` times; returns the last booster and both timings."""
+    construct, fit = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        d = make_dataset()
+        d.construct()
+        t1 = time.perf_counter()
+        booster = lgb.train(params, d, num_boost_round=rounds)
+        t2 = time.perf_counter()
+        construct.append(t1 - t0)
+        fit.append(t2 - t1)
+    return booster, construct, fit
+
+
+def batch_seconds(booster, X, repeats):
+    """Seconds to score all of X on one thread, `repeats` times."""
+    batch = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        booster.predict(X, num_threads=1)
+        batch.append(time.perf_counter() - t0)
+    return batch
 
 
 def read_ltr(path):
@@ -147,23 +161,12 @@ def rank_run(a):
               "min_data_in_leaf": p["min_data_in_leaf"], "max_bin": p["max_bin"],
               "lambdarank_truncation_level": p["lambdarank_truncation_level"],
               "num_threads": 1, "seed": 42, "deterministic": True, "verbose": -1}
-    construct, fit = [], []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        d = lgb.Dataset(X, y, group=sizes, free_raw_data=False)
-        d.construct()
-        t1 = time.perf_counter()
-        booster = lgb.train(params, d, num_boost_round=p["num_iterations"])
-        t2 = time.perf_counter()
-        construct.append(t1 - t0)
-        fit.append(t2 - t1)
+    booster, construct, fit = fit_timed(
+        lambda: lgb.Dataset(X, y, group=sizes, free_raw_data=False),
+        params, p["num_iterations"], a.repeats)
     pred = booster.predict(Xv, num_threads=1)
     pred.astype("<f8").tofile(os.path.join(a.out, "lgb_valid.pred"))
-    batch = []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        booster.predict(Xv, num_threads=1)
-        batch.append(time.perf_counter() - t0)
+    batch = batch_seconds(booster, Xv, a.repeats)
     lat = []
     n = len(Xv) // 500
     for i in range(max(200, n)):

@@ -1,7 +1,12 @@
 //! What the LightGBM comparison benches share: running the Python peer and reading its output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// The Python with LightGBM: `$CASCADE_BENCH_PYTHON`, else the venv the benchmark docs set up.
+pub fn default_python() -> PathBuf {
+    std::env::var_os("CASCADE_BENCH_PYTHON").map_or_else(|| "/work/venv/bin/python".into(), PathBuf::from)
+}
 
 /// Runs `benches/lightgbm_peer.py ARGS` with `python`; returns its last stdout line (JSON).
 pub fn peer(python: &Path, args: &[&str]) -> String {
