@@ -3,7 +3,7 @@
 
 use crate::candidates::{Generator, SourceSpec};
 use crate::ranking::Rankers;
-use crate::sources::{AnnSource, PrecomputedSource, RetrieverSource, UserLists};
+use crate::sources::{AnnSource, PrecomputedSource, RetrieverSource};
 use cascade_ann::Hnsw;
 use cascade_core::IdMap;
 use cascade_models::AnyModel;
@@ -87,12 +87,9 @@ impl LoadedBundle {
     /// the map's order, for the sources the bundle has: the collaborative ones (`als` through
     /// the ANN index, `itemknn`, `bpr`) for users with history; popularity, trending and
     /// content-based for everyone, as the rankers saw them in training.
-    /// Sources named in `precomputed` serve users from those lists when they have one.
-    pub fn generator_with(
-        &self,
-        quotas: &BTreeMap<String, usize>,
-        precomputed: &BTreeMap<String, Arc<UserLists>>,
-    ) -> Generator {
+    /// Sources named in `precomputed` serve users from the lists their requests carry, when
+    /// they carry one.
+    pub fn generator_with(&self, quotas: &BTreeMap<String, usize>, precomputed: &[String]) -> Generator {
         let mut sources = Vec::new();
         for (name, &quota) in quotas {
             if name == "als" {
@@ -104,13 +101,9 @@ impl LoadedBundle {
                 continue;
             }
             let Some(model) = self.models.get(name) else { continue };
-            let source: Box<dyn crate::candidates::CandidateSource> = match precomputed.get(name) {
-                Some(lists) => Box::new(PrecomputedSource::new(
-                    Box::new(RetrieverSource::new(name.as_str(), model.clone())),
-                    lists.clone(),
-                )),
-                None => Box::new(RetrieverSource::new(name.as_str(), model.clone())),
-            };
+            let retriever = Box::new(RetrieverSource::new(name.as_str(), model.clone()));
+            let source: Box<dyn crate::candidates::CandidateSource> =
+                if precomputed.contains(name) { Box::new(PrecomputedSource::new(retriever)) } else { retriever };
             sources.push(match name.as_str() {
                 "itemknn" | "bpr" => SourceSpec::warm(source, quota),
                 _ => SourceSpec::all(source, quota),

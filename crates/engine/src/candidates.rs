@@ -6,7 +6,7 @@
 //! short history (fewer than [`Generator::min_history`] interactions) are served by the
 //! cold-start sources instead of the collaborative ones, whose estimates for them are noise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Each source is asked for this many times its quota, so that items it shares with sources
 /// earlier in the interleaving do not leave its quota unfilled. Beyond that, overlap costs quota.
@@ -21,13 +21,31 @@ pub struct Request<'a> {
     pub history: &'a [u32],
     /// Items that must not be proposed (seen, blocked, unavailable), sorted ascending.
     exclude: &'a [u32],
+    /// Per source name: the user's list computed ahead of the request (read from the online
+    /// store), which precomputed sources serve instead of scoring.
+    lists: &'a Lists,
 }
+
+/// Per source name, a user's candidates computed ahead of requests, best first.
+pub type Lists = BTreeMap<String, Vec<(u32, f32)>>;
+
+static NO_LISTS: Lists = BTreeMap::new();
 
 impl<'a> Request<'a> {
     /// `exclude` is searched by bisection, so it must be sorted ascending (debug-asserted).
     pub fn new(user: Option<u32>, history: &'a [u32], exclude: &'a [u32]) -> Self {
         debug_assert!(exclude.windows(2).all(|w| w[0] <= w[1]), "exclude must be sorted");
-        Request { user, history, exclude }
+        Request { user, history, exclude, lists: &NO_LISTS }
+    }
+
+    /// The request with the user's precomputed `lists`.
+    pub fn with_lists(self, lists: &'a Lists) -> Self {
+        Request { lists, ..self }
+    }
+
+    /// The user's precomputed list of `source`, when there is one.
+    pub fn list(&self, source: &str) -> Option<&'a [(u32, f32)]> {
+        self.lists.get(source).map(Vec::as_slice)
     }
 
     pub fn excludes(&self, item: u32) -> bool {

@@ -96,6 +96,10 @@ pub struct RankingParams {
     /// periods (a quiet month, a refit model), so a ranker trained on one period misreads the
     /// next; positions within the request do not drift.
     pub relative: bool,
+    /// Also keep those features as they are, beside their percentiles: counts and scores carry
+    /// what a position cannot (a candidate's popularity on its own scale), and the GBDT learns
+    /// which of the two to trust. Without `relative`, the only form.
+    pub absolute: bool,
     /// Heavy-ranker configurations tried (each with early stopping on the holdout).
     pub grid: Vec<gbdt::Params>,
     pub light: LinearParams,
@@ -132,6 +136,7 @@ impl Default for RankingParams {
             period_fraction: 0.1,
             max_users: 20_000,
             relative: true,
+            absolute: true,
             grid: vec![heavy(0.05, 31, 50), heavy(0.05, 15, 100), heavy(0.03, 63, 50)],
             light: LinearParams::default(),
             calibration: Method::Isotonic,
@@ -408,23 +413,22 @@ fn is_cheap(name: &str) -> bool {
     name.contains("_score") || name.ends_with("_rank") || name.starts_with("rank_item.")
 }
 
-/// Replaces column `c` of a row-major group by each value's position among the group's values,
-/// highest first, scaled to [0, 1] (ties share the first position; NaN stays NaN).
-fn percentiles(values: &mut [f64], n_features: usize, c: usize) {
-    let n = values.len() / n_features;
-    let mut rows: Vec<usize> = (0..n).filter(|&r| !values[r * n_features + c].is_nan()).collect();
-    rows.sort_by(|&a, &b| values[b * n_features + c].total_cmp(&values[a * n_features + c]));
+/// Replaces each value by its position among the values, highest first, scaled to [0, 1] (ties
+/// share the first position; NaN stays NaN).
+fn percentiles(values: &mut [f64]) {
+    let mut rows: Vec<usize> = (0..values.len()).filter(|&r| !values[r].is_nan()).collect();
+    rows.sort_unstable_by(|&a, &b| values[b].total_cmp(&values[a]));
     let scale = rows.len().saturating_sub(1).max(1) as f64;
     let mut out = Vec::with_capacity(rows.len());
     let mut at = 0;
     for (j, &r) in rows.iter().enumerate() {
-        if j > 0 && values[r * n_features + c] != values[rows[j - 1] * n_features + c] {
+        if j > 0 && values[r] != values[rows[j - 1]] {
             at = j;
         }
         out.push(at as f64 / scale);
     }
     for (&r, p) in rows.iter().zip(out) {
-        values[r * n_features + c] = p;
+        values[r] = p;
     }
 }
 
@@ -440,8 +444,12 @@ pub struct Layout {
     /// `rank_item.*` and `rank_user.*` aggregates, as `view.feature`.
     pub item_aggs: Vec<String>,
     pub user_aggs: Vec<String>,
-    /// Per column: whether it is a within-request percentile (see [`RankingParams::relative`]).
-    pub relative: Vec<bool>,
+    /// The values a row is built from, before scaling: each source's score and rank, the
+    /// recency similarity, the item facts, the item's and the user's aggregates.
+    pub base: Vec<String>,
+    /// Per column: the base value it holds, and whether as a within-request percentile (see
+    /// [`RankingParams::relative`]).
+    pub columns: Vec<(usize, bool)>,
     pub names: Vec<String>,
 }
 
@@ -464,45 +472,59 @@ pub struct CandidateInputs<'a> {
 
 const ITEM_FACTS: [&str; 4] = ["genre_share_max", "genre_share_sum", "item_age_days", "release_age_years"];
 
+/// Whether a base value may be scaled within the request: ranks are positions already, and user
+/// features are one value per request.
+fn scalable(base: &str) -> bool {
+    !base.ends_with("_rank") && !base.starts_with("rank_user.")
+}
+
 impl Layout {
+    /// The layout of these inputs: scalable values as they are (`absolute`), as within-request
+    /// percentiles (`relative`, named `_pct`), or both; at least one of the two.
     pub fn new(
         sources: Vec<String>,
         recent_knn: bool,
         item_aggs: Vec<String>,
         user_aggs: Vec<String>,
+        absolute: bool,
         relative: bool,
     ) -> Layout {
-        let mut names: Vec<String> = Vec::new();
+        let mut base: Vec<String> = Vec::new();
         for source in &sources {
-            names.push(format!("{source}_score"));
-            names.push(format!("{source}_rank"));
+            base.push(format!("{source}_score"));
+            base.push(format!("{source}_rank"));
         }
         if recent_knn {
-            names.push("recent_knn_score".into());
+            base.push("recent_knn_score".into());
         }
-        names.extend(ITEM_FACTS.map(String::from));
-        names.extend(item_aggs.iter().cloned());
-        names.extend(user_aggs.iter().cloned());
-        // Ranks are positions already; user features are one value per request.
-        let relative: Vec<bool> =
-            names.iter().map(|n| relative && !n.ends_with("_rank") && !n.starts_with("rank_user.")).collect();
-        for (name, rel) in names.iter_mut().zip(&relative) {
-            if *rel {
-                name.push_str("_pct");
+        base.extend(ITEM_FACTS.map(String::from));
+        base.extend(item_aggs.iter().cloned());
+        base.extend(user_aggs.iter().cloned());
+        let mut columns = Vec::new();
+        for (b, name) in base.iter().enumerate() {
+            if !scalable(name) || absolute || !relative {
+                columns.push((b, false));
+            }
+            if scalable(name) && relative {
+                columns.push((b, true));
             }
         }
-        Layout { sources, recent_knn, item_aggs, user_aggs, relative, names }
+        let names =
+            columns.iter().map(|&(b, pct)| if pct { format!("{}_pct", base[b]) } else { base[b].clone() }).collect();
+        Layout { sources, recent_knn, item_aggs, user_aggs, base, columns, names }
     }
 
     /// The layout that produced `names` (a bundle's feature list), or why there is none.
     pub fn parse(names: &[String]) -> Result<Layout> {
         let relative = names.iter().any(|n| n.ends_with("_pct"));
+        let absolute = !relative || names.iter().any(|n| !n.ends_with("_pct") && scalable(n));
         let base = |n: &str| n.strip_suffix("_pct").unwrap_or(n).to_string();
         let sources: Vec<String> = names.iter().filter_map(|n| n.strip_suffix("_rank").map(String::from)).collect();
         let recent_knn = names.iter().any(|n| base(n) == "recent_knn_score");
-        let item_aggs = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_item.")).collect();
+        let mut item_aggs: Vec<String> = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_item.")).collect();
+        item_aggs.dedup();
         let user_aggs = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_user.")).collect();
-        let layout = Layout::new(sources, recent_knn, item_aggs, user_aggs, relative);
+        let layout = Layout::new(sources, recent_knn, item_aggs, user_aggs, absolute, relative);
         if layout.names != names {
             return Err(Error::Data(format!(
                 "the rankers' feature list is not one this version computes: {names:?} (expected {:?})",
@@ -514,22 +536,22 @@ impl Layout {
 
     /// The rows of one request's candidates (row-major, `names.len()` columns): every source's
     /// score and its rank among the candidates, the item facts and aggregates, and the user's
-    /// aggregates; then the relative columns as within-request percentiles.
+    /// aggregates, each as it is or as a within-request percentile, or both.
     pub fn assemble(&self, inputs: &CandidateInputs<'_>) -> Vec<f64> {
-        let n_features = self.names.len();
+        let n_base = self.base.len();
         let n = inputs.affinity.len();
-        let mut values = vec![0f64; n * n_features];
+        let mut base = vec![0f64; n * n_base];
         let mut col = 0;
         for cand in &inputs.source_scores {
             let order = rank_desc(cand);
             for (rank, &r) in order.iter().enumerate() {
-                values[r * n_features + col] = cand[r];
-                values[r * n_features + col + 1] = rank as f64;
+                base[r * n_base + col] = cand[r];
+                base[r * n_base + col + 1] = rank as f64;
             }
             col += 2;
         }
         for r in 0..n {
-            let row = &mut values[r * n_features..(r + 1) * n_features];
+            let row = &mut base[r * n_base..(r + 1) * n_base];
             let mut c = col;
             if self.recent_knn {
                 row[c] = inputs.recent[r];
@@ -544,8 +566,19 @@ impl Layout {
             let ua = inputs.user_aggs;
             row[c..c + ua.len()].copy_from_slice(ua);
         }
-        for (c, _) in self.relative.iter().enumerate().filter(|(_, r)| **r) {
-            percentiles(&mut values, n_features, c);
+        let mut pct = vec![f64::NAN; n];
+        let n_features = self.columns.len();
+        let mut values = vec![0f64; n * n_features];
+        for (c, &(b, relative)) in self.columns.iter().enumerate() {
+            if relative {
+                for (r, p) in pct.iter_mut().enumerate() {
+                    *p = base[r * n_base + b];
+                }
+                percentiles(&mut pct);
+            }
+            for r in 0..n {
+                values[r * n_features + c] = if relative { pct[r] } else { base[r * n_base + b] };
+            }
         }
         values
     }
@@ -637,7 +670,8 @@ pub fn build_block(
     let (item_agg_names, user_agg_names): (Vec<String>, Vec<String>) =
         agg_names.into_iter().partition(|n| n.starts_with("rank_item."));
     let sources: Vec<String> = retrievers.models.iter().map(|(n, _)| n.clone()).collect();
-    let layout = Layout::new(sources, knn.is_some(), item_agg_names, user_agg_names, params.relative);
+    let layout =
+        Layout::new(sources, knn.is_some(), item_agg_names, user_agg_names, params.absolute, params.relative);
     let names = layout.names.clone();
     let n_features = names.len();
     let quota_of = |name: &str| params.quotas.get(name).copied().unwrap_or(0);
@@ -1180,18 +1214,67 @@ mod tests {
 
     #[test]
     fn percentiles_rank_within_the_group_highest_first() {
-        // Two columns; the second becomes percentiles, ties sharing the first position.
-        let mut v = vec![0.0, 5.0, 1.0, f64::NAN, 2.0, 7.0, 3.0, 5.0, 4.0, 1.0];
-        percentiles(&mut v, 2, 1);
-        let col: Vec<f64> = v.iter().skip(1).step_by(2).copied().collect();
+        // Ties share the first position; NaN stays NaN.
+        let mut col = vec![5.0, f64::NAN, 7.0, 5.0, 1.0];
+        percentiles(&mut col);
         assert_eq!(col[0], 1.0 / 3.0);
         assert!(col[1].is_nan());
         assert_eq!([col[2], col[3], col[4]], [0.0, 1.0 / 3.0, 1.0]);
-        assert_eq!(
-            v.iter().step_by(2).copied().collect::<Vec<_>>(),
-            [0.0, 1.0, 2.0, 3.0, 4.0],
-            "other columns untouched"
-        );
+    }
+
+    #[test]
+    fn layouts_hold_values_as_they_are_as_percentiles_or_both_and_parse_back() {
+        let layout = |absolute, relative| {
+            Layout::new(
+                vec!["als".into()],
+                true,
+                vec!["rank_item.n".into()],
+                vec!["rank_user.n".into()],
+                absolute,
+                relative,
+            )
+        };
+        let inputs = CandidateInputs {
+            source_scores: vec![vec![0.5, 0.9, 0.1]],
+            recent: vec![0.2, 0.0, 0.4],
+            affinity: vec![(0.1, 0.3), (0.2, 0.2), (0.0, 0.0)],
+            item_age_days: vec![1.0, 3.0, 2.0],
+            release_age_years: vec![f64::NAN, 1.0, 2.0],
+            item_aggs: vec![&[10.0], &[30.0], &[20.0]],
+            user_aggs: &[4.0],
+        };
+        let both = layout(true, true);
+        assert_eq!(both.names.len(), 2 * 8 + 2, "{:?}", both.names);
+        let values = both.assemble(&inputs);
+        let col = |name: &str| {
+            let c = both.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
+            (0..3).map(|r| values[r * both.names.len() + c]).collect::<Vec<f64>>()
+        };
+        assert_eq!(col("als_score"), [0.5, 0.9, 0.1]);
+        assert_eq!(col("als_score_pct"), [0.5, 0.0, 1.0]);
+        assert_eq!(col("als_rank"), [1.0, 0.0, 2.0]);
+        assert_eq!(col("rank_item.n"), [10.0, 30.0, 20.0]);
+        assert_eq!(col("rank_item.n_pct"), [1.0, 0.0, 0.5]);
+        assert_eq!(col("rank_user.n"), [4.0; 3]);
+        assert!(col("release_age_years_pct")[0].is_nan());
+        // Each variant's rows are the matching columns of the combined one.
+        for (absolute, relative) in [(true, false), (false, true)] {
+            let l = layout(absolute, relative);
+            assert!(l.names.iter().all(|n| both.names.contains(n)));
+            assert_eq!(l.names.iter().any(|n| n.ends_with("_pct")), relative);
+            assert_eq!(l.names.contains(&"als_score".to_string()), absolute);
+            let v = l.assemble(&inputs);
+            for (c, name) in l.names.iter().enumerate() {
+                let want = col(name);
+                let got: Vec<f64> = (0..3).map(|r| v[r * l.names.len() + c]).collect();
+                assert!(got.iter().zip(&want).all(|(a, b)| a == b || a.is_nan() && b.is_nan()), "{name}");
+            }
+        }
+        for (absolute, relative) in [(true, true), (true, false), (false, true)] {
+            let l = layout(absolute, relative);
+            assert_eq!(Layout::parse(&l.names).unwrap(), l);
+        }
+        assert!(Layout::parse(&["als_rank".into(), "mystery".into()]).is_err());
     }
 
     #[test]

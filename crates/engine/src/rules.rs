@@ -91,6 +91,7 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -369,15 +370,16 @@ impl Rules {
     /// dedupe) over candidates in ranked order (best first): the kept indices in order, and for
     /// each removed index the name of the rule that removed it (see the module documentation for
     /// the two phases).
-    pub fn filter(&self, candidates: &[ItemFacts], ctx: &RuleContext<'_>) -> Filtered {
+    pub fn filter<F: Borrow<ItemFacts>>(&self, candidates: &[F], ctx: &RuleContext<'_>) -> Filtered {
         let mut removed_by: Vec<Option<&'static str>> = candidates
             .iter()
+            .map(Borrow::borrow)
             .map(|item| (0..self.rules.len()).find(|&r| self.rejects(r, item, ctx)).map(|r| self.rules[r].name()))
             .collect();
         for rule in &self.rules {
             let Rule::Dedupe { attribute } = rule else { continue };
             let mut taken: HashSet<&str> = HashSet::new();
-            for (item, removed) in candidates.iter().zip(&mut removed_by) {
+            for (item, removed) in candidates.iter().map(Borrow::borrow).zip(&mut removed_by) {
                 if removed.is_some() {
                     continue;
                 }
@@ -433,9 +435,9 @@ impl Rules {
     /// the pin is skipped and noted). See the module documentation for the construction.
     ///
     /// Indices out of range and repeated items in `preference` are ignored: no item is placed twice.
-    pub fn arrange(
+    pub fn arrange<F: Borrow<ItemFacts>>(
         &self,
-        candidates: &[ItemFacts],
+        candidates: &[F],
         preference: &[usize],
         k: usize,
         ctx: &RuleContext<'_>,
@@ -452,7 +454,7 @@ impl Rules {
                 notes.push(format!("pin {item} ignored: position {position} is beyond the list (k = {k})"));
                 continue;
             }
-            let source = match candidates.iter().position(|c| c.id == *item) {
+            let source = match candidates.iter().position(|c| c.borrow().id == *item) {
                 Some(index) => Source::Candidate(index),
                 None => match lookup(item) {
                     Some(facts) => {
@@ -479,7 +481,7 @@ impl Rules {
         let mut ids: HashSet<&str> = pins.iter().map(|&(_, source)| items.get(source).id.as_str()).collect();
         debug_assert!(preference.iter().all(|&i| i < candidates.len()), "preference indexes candidates");
         let pool: Vec<usize> =
-            preference.iter().copied().filter(|&i| candidates.get(i).is_some_and(|c| ids.insert(&c.id))).collect();
+            preference.iter().copied().filter(|&i| candidates.get(i).is_some_and(|c| ids.insert(&c.borrow().id))).collect();
 
         let spreads: Vec<Spread<'_>> = self
             .rules
@@ -539,7 +541,7 @@ impl Rules {
                 if used[pos] {
                     continue;
                 }
-                let item = &candidates[index];
+                let item = candidates[index].borrow();
                 if let Some(s) = spreads.iter().position(|s| s.breaks(item, p, end, &at)) {
                     blocked.push((pos, s));
                     continue;
@@ -580,7 +582,7 @@ impl Rules {
             }
             used[pos] = true;
             remaining -= 1;
-            fresh_placed += usize::from(is_fresh(&candidates[pool[pos]]));
+            fresh_placed += usize::from(is_fresh(candidates[pool[pos]].borrow()));
             placed.push((Source::Candidate(pool[pos]), tags));
         }
 
@@ -613,15 +615,15 @@ enum Source {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Items<'a> {
-    candidates: &'a [ItemFacts],
+struct Items<'a, F> {
+    candidates: &'a [F],
     fetched: &'a [ItemFacts],
 }
 
-impl<'a> Items<'a> {
+impl<'a, F: Borrow<ItemFacts>> Items<'a, F> {
     fn get(&self, source: Source) -> &'a ItemFacts {
         match source {
-            Source::Candidate(i) => &self.candidates[i],
+            Source::Candidate(i) => self.candidates[i].borrow(),
             Source::Fetched(i) => &self.fetched[i],
         }
     }

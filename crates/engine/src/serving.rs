@@ -9,12 +9,12 @@
 //! [`Live`], and the `rank_item`/`rank_user` aggregates from the online feature store.
 
 use crate::bundle::LoadedBundle;
-use crate::candidates::{Candidate, CandidateSource, Generator, Request};
+use crate::candidates::{Candidate, CandidateSource, Generator, Lists, Request};
 use crate::explore::{self, ExplorationConfig, Pick};
 use crate::live::{Live, UserHistory};
 use crate::ranking::{CandidateInputs, Layout, Rankers, affinity};
 use crate::rules::{ItemFacts, Rule, RuleContext, Rules};
-use crate::sources::{RetrieverSource, UserLists};
+use crate::sources::{RetrieverSource, decode_list, encode_list};
 use cascade_models::AnyModel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -178,6 +178,8 @@ pub struct Prepared {
     pub excluded_ids: HashSet<String>,
     pub now_ms: i64,
     pub cold: bool,
+    /// The user's lists of the pipeline's precomputed sources, read from the online store.
+    pub lists: Lists,
 }
 
 /// The cascade's ranking stages bound to a bundle's models.
@@ -205,8 +207,22 @@ pub struct RankedItem {
     pub probability: Option<f64>,
     /// The score the order follows (probability, light score, or the retrieval order's).
     pub score: f64,
-    /// The heavy ranker's feature row (kept for explanations).
-    pub features: Vec<f64>,
+    /// The heavy ranker's feature row (kept for explanations and the feature digest).
+    pub features: FeatureRow,
+}
+
+/// One row of a request's feature matrix, shared by the ranked items rather than copied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeatureRow {
+    matrix: Arc<[f64]>,
+    row: usize,
+    width: usize,
+}
+
+impl FeatureRow {
+    pub fn values(&self) -> &[f64] {
+        &self.matrix[self.row * self.width..(self.row + 1) * self.width]
+    }
 }
 
 /// Which stage ordered the list.
@@ -228,8 +244,6 @@ pub struct Serving {
     pub ranking_problem: Option<String>,
     /// Each pipeline's generator, built on first use (sources precompute per bundle).
     generators: std::sync::RwLock<HashMap<String, Arc<Generator>>>,
-    /// Per source: the per-user lists the precompute job fills.
-    lists: std::sync::Mutex<BTreeMap<String, Arc<UserLists>>>,
 }
 
 /// Ranker features read from the online store, per candidate and for the user.
@@ -248,7 +262,7 @@ impl Serving {
                 Err(e) => (None, Some(e)),
             },
         };
-        Serving { bundle, ranking, ranking_problem, generators: Default::default(), lists: Default::default() }
+        Serving { bundle, ranking, ranking_problem, generators: Default::default() }
     }
 
     fn ranking_stage(bundle: &LoadedBundle, rankers: Arc<Rankers>) -> Result<RankingStage, String> {
@@ -345,6 +359,7 @@ impl Serving {
             excluded_ids,
             now_ms,
             cold,
+            lists: Lists::new(),
         }
     }
 
@@ -352,43 +367,61 @@ impl Serving {
     pub fn retrieve(&self, p: &Prepared, pipeline: &Pipeline) -> (Vec<Candidate>, Vec<String>) {
         let cached = self.generators.read().expect("poisoned").get(&pipeline.name).cloned();
         let generator = cached.unwrap_or_else(|| {
-            let lists: BTreeMap<String, Arc<UserLists>> =
-                pipeline.config.precomputed.iter().map(|s| (s.clone(), self.lists(s))).collect();
-            let mut generator = self.bundle.generator_with(&pipeline.config.sources, &lists);
+            let mut generator = self.bundle.generator_with(&pipeline.config.sources, &pipeline.config.precomputed);
             generator.min_history = pipeline.config.min_history;
             let generator = Arc::new(generator);
             self.generators.write().expect("poisoned").insert(pipeline.name.clone(), generator.clone());
             generator
         });
-        let request = Request::new(if p.cold { None } else { p.user }, &p.history, &p.exclude);
+        let request = Request::new(if p.cold { None } else { p.user }, &p.history, &p.exclude).with_lists(&p.lists);
         let candidates = generator.generate(&request, pipeline.config.candidates);
         let names = generator.source_names();
         (candidates, names)
     }
 
-    /// The per-user lists of `source` (empty until the precompute job fills them).
-    pub fn lists(&self, source: &str) -> Arc<UserLists> {
-        self.lists.lock().expect("poisoned").entry(source.to_string()).or_default().clone()
+    /// The online store's name of `user`'s precomputed list of `source` for this bundle (item
+    /// indices are the bundle's, so a new bundle starts without lists).
+    pub fn list_name(&self, source: &str, user: &str) -> String {
+        format!("lists:{}:{source}:{user}", self.bundle.version)
+    }
+
+    /// The lists a request of `user` reads: (source, name in the online store) for each of the
+    /// pipeline's precomputed sources, none for users the bundle does not know or cold ones.
+    pub fn list_names(&self, pipeline: &Pipeline, user: &str, p: &Prepared) -> Vec<(String, String)> {
+        if p.cold || p.user.is_none() {
+            return Vec::new();
+        }
+        pipeline.config.precomputed.iter().map(|s| (s.clone(), self.list_name(s, user))).collect()
+    }
+
+    /// Decodes lists read from the online store (`(source, bytes)`) into `p.lists`; bytes that
+    /// do not decode, or name items beyond the bundle, are skipped (the source scores instead).
+    pub fn accept_lists(&self, p: &mut Prepared, read: impl IntoIterator<Item = (String, Option<Arc<[u8]>>)>) {
+        let n_items = self.bundle.items.len();
+        for (source, bytes) in read {
+            let list = bytes.as_deref().and_then(decode_list).filter(|l| l.iter().all(|&(i, _)| (i as usize) < n_items));
+            if let Some(list) = list {
+                p.lists.insert(source, list);
+            }
+        }
     }
 
     /// Computes `source`'s best `n` items for each of `users` (user id, their items most recent
-    /// last) into its lists, replacing what was there. Users the bundle does not know are
-    /// skipped (the source has nothing ahead of time for them). Returns the lists written.
-    pub fn precompute(&self, source: &str, users: &[(String, Vec<Arc<str>>)], n: usize) -> usize {
-        let Some(model) = self.bundle.models.get(source) else { return 0 };
+    /// last), as (online store name, encoded list). Users the bundle does not know are skipped
+    /// (the source has nothing ahead of time for them).
+    pub fn precompute(&self, source: &str, users: &[(String, Vec<Arc<str>>)], n: usize) -> Vec<(String, Vec<u8>)> {
+        let Some(model) = self.bundle.models.get(source) else { return Vec::new() };
         let retriever = RetrieverSource::new(source, model.clone());
-        let mut fresh: HashMap<u32, Arc<[(u32, f32)]>> = HashMap::with_capacity(users.len());
+        let mut out = Vec::with_capacity(users.len());
         for (user, items) in users {
             let Some(u) = self.bundle.users.get(user) else { continue };
             let mut history: Vec<u32> = items.iter().filter_map(|i| self.bundle.items.get(i)).collect();
             history.sort_unstable();
             history.dedup();
             let list = retriever.candidates(&Request::new(Some(u), &history, &[]), n);
-            fresh.insert(u, list.into());
+            out.push((self.list_name(source, user), encode_list(&list)));
         }
-        let written = fresh.len();
-        *self.lists(source).write().expect("poisoned") = fresh;
-        written
+        out
     }
 
     /// Items in the bundle's id space.
@@ -473,10 +506,11 @@ impl Serving {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by(|&a, &b| light[b].total_cmp(&light[a]).then(a.cmp(&b)));
         order.truncate(keep.unwrap_or(rankers.light_keep).max(1));
-        let mut kept_values = Vec::with_capacity(order.len() * n_features);
-        for &r in &order {
-            kept_values.extend_from_slice(&values[r * n_features..(r + 1) * n_features]);
-        }
+        let kept_values: Arc<[f64]> = if order.len() == items.len() && order.iter().enumerate().all(|(j, &r)| j == r) {
+            values.into()
+        } else {
+            order.iter().flat_map(|&r| &values[r * n_features..(r + 1) * n_features]).copied().collect()
+        };
         let heavy = rankers.heavy.predict_raw_batch(&kept_values);
         let mut ranked: Vec<RankedItem> = order
             .iter()
@@ -490,7 +524,7 @@ impl Serving {
                     heavy: Some(heavy[j]),
                     probability: Some(probability),
                     score: heavy[j],
-                    features: kept_values[j * n_features..(j + 1) * n_features].to_vec(),
+                    features: FeatureRow { matrix: kept_values.clone(), row: j, width: n_features },
                 }
             })
             .collect();
@@ -505,10 +539,10 @@ impl Serving {
     /// The heavy ranker's strongest reasons for one ranked item: (feature, value, contribution).
     pub fn reasons(&self, item: &RankedItem, n: usize) -> Vec<(String, f64, f64)> {
         let Some(stage) = &self.ranking else { return Vec::new() };
-        if item.features.len() != stage.layout.names.len() || n == 0 {
+        if item.features.values().len() != stage.layout.names.len() || n == 0 {
             return Vec::new();
         }
-        cascade_rank::shap::top_reasons(&stage.rankers.heavy, &item.features, n)
+        cascade_rank::shap::top_reasons(&stage.rankers.heavy, item.features.values(), n)
             .into_iter()
             .map(|r| {
                 let name = stage.layout.names.get(r.feature.parse::<usize>().unwrap_or(usize::MAX)).cloned();
@@ -532,7 +566,7 @@ pub fn retrieval_order(candidates: Vec<Candidate>) -> Vec<RankedItem> {
             light: None,
             heavy: None,
             probability: None,
-            features: Vec::new(),
+            features: FeatureRow::default(),
         })
         .collect()
 }
@@ -572,10 +606,10 @@ pub fn finish(
     rng: &mut impl rand::Rng,
 ) -> Finished {
     let ids: Vec<&str> = ranked.iter().map(|(id, _)| id.as_str()).collect();
-    let facts: Vec<ItemFacts> = live.with_items(&ids, |n, item| match item {
-        Some(it) => (*it.facts).clone(),
+    let facts: Vec<Arc<ItemFacts>> = live.with_items(&ids, |n, item| match item {
+        Some(it) => it.facts.clone(),
         // Known to the bundle but never in the log as an item record: nothing says it is gone.
-        None => ItemFacts { id: ids[n].to_string(), available: true, ..ItemFacts::default() },
+        None => Arc::new(ItemFacts { id: ids[n].to_string(), available: true, ..ItemFacts::default() }),
     });
     let ctx = RuleContext { now_ms: p.now_ms, seen: &p.seen, excluded: &p.excluded_ids };
     let filtered = pipeline.rules.filter(&facts, &ctx);

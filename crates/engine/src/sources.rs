@@ -1,10 +1,11 @@
 //! Candidate sources backed by trained models.
 
 use crate::candidates::{CandidateSource, Request};
+#[cfg(test)]
+use crate::candidates::Lists;
 use cascade_ann::{Filter, Hnsw, IdSet};
 use cascade_models::{Als, AnyModel, top_k};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Any [`Retriever`] as a source: scores the whole catalogue, then takes the top `n`.
 /// Right for popularity, content-based and item-kNN, whose scoring is cheap.
@@ -52,24 +53,20 @@ impl CandidateSource for RetrieverSource {
             };
             return ranked.iter().copied().filter(|&(i, _)| !seen(i) && !request.excludes(i)).take(n).collect();
         }
-        let retriever = self.model.retriever();
-        let mut scores = vec![0f32; retriever.n_items()];
         let ones = vec![1f32; request.history.len()];
-        retriever.score_user(request.user.unwrap_or(u32::MAX), (request.history, &ones), &mut scores);
-        top_k(&scores, n, request.history).into_iter().filter(|(item, _)| !request.excludes(*item)).take(n).collect()
+        let user = request.user.unwrap_or(u32::MAX);
+        let best = self.model.retriever().recommend(user, (request.history, &ones), n, true);
+        best.into_iter().filter(|(item, _)| !request.excludes(*item)).collect()
     }
 }
 
-/// Per user (bundle index): a source's candidates computed ahead of requests, best first.
-pub type UserLists = RwLock<HashMap<u32, Arc<[(u32, f32)]>>>;
-
 /// A source whose per-user lists are computed on a schedule (heavy sources: scoring the whole
-/// catalogue per request would cost milliseconds); a user without a list yet is served by the
-/// source itself at request time. Lists are filtered by the request's history and exclusions,
-/// so items seen since the list was computed never come back.
+/// catalogue per request would cost milliseconds) and kept in the online store; the request
+/// carries the user's list when there is one ([`Request::with_lists`]), and a user without one
+/// is served by the source itself at request time. Lists are filtered by the request's history
+/// and exclusions, so items seen since the list was computed never come back.
 pub struct PrecomputedSource {
     inner: Box<dyn CandidateSource>,
-    lists: Arc<UserLists>,
 }
 
 impl std::fmt::Debug for PrecomputedSource {
@@ -79,8 +76,8 @@ impl std::fmt::Debug for PrecomputedSource {
 }
 
 impl PrecomputedSource {
-    pub fn new(inner: Box<dyn CandidateSource>, lists: Arc<UserLists>) -> Self {
-        PrecomputedSource { inner, lists }
+    pub fn new(inner: Box<dyn CandidateSource>) -> Self {
+        PrecomputedSource { inner }
     }
 }
 
@@ -90,8 +87,7 @@ impl CandidateSource for PrecomputedSource {
     }
 
     fn candidates(&self, request: &Request<'_>, n: usize) -> Vec<(u32, f32)> {
-        let list = request.user.and_then(|u| self.lists.read().expect("poisoned").get(&u).cloned());
-        match list {
+        match request.list(self.inner.name()) {
             Some(list) => {
                 let sorted = request.history.is_sorted();
                 let seen = |i: u32| {
@@ -102,6 +98,31 @@ impl CandidateSource for PrecomputedSource {
             None => self.inner.candidates(request, n),
         }
     }
+}
+
+/// Format version of an encoded list ([`encode_list`]).
+const LIST_FORMAT: u8 = 1;
+
+/// A precomputed list as the online store keeps it: a format byte, then (item index, score)
+/// pairs as little-endian u32 and f32.
+pub fn encode_list(list: &[(u32, f32)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 * list.len());
+    out.push(LIST_FORMAT);
+    for &(item, score) in list {
+        out.extend_from_slice(&item.to_le_bytes());
+        out.extend_from_slice(&score.to_le_bytes());
+    }
+    out
+}
+
+/// The list [`encode_list`] wrote, or `None` for bytes of another format or a torn length.
+pub fn decode_list(bytes: &[u8]) -> Option<Vec<(u32, f32)>> {
+    let (&format, pairs) = bytes.split_first()?;
+    if format != LIST_FORMAT || pairs.len() % 8 != 0 {
+        return None;
+    }
+    let word = |b: &[u8]| [b[0], b[1], b[2], b[3]];
+    Some(pairs.chunks_exact(8).map(|c| (u32::from_le_bytes(word(&c[..4])), f32::from_le_bytes(word(&c[4..])))).collect())
 }
 
 /// ALS user vectors searched in an HNSW index over the item factors (inner product).
@@ -157,19 +178,32 @@ mod tests {
     fn precomputed_lists_serve_known_users_filtered_and_others_at_request_time() {
         let m = Csr::from_triplets(3, 6, vec![(0, 4, 1.0), (1, 4, 1.0), (0, 1, 1.0), (2, 5, 1.0), (2, 2, 1.0)]);
         let model = Arc::new(AnyModel::Popularity(Popularity::fit(&m)));
-        let lists: Arc<UserLists> = Arc::default();
-        let source = PrecomputedSource::new(Box::new(RetrieverSource::new("pop", model.clone())), lists.clone());
-        // Computed ahead: user 0's list as the source gave it then.
+        let source = PrecomputedSource::new(Box::new(RetrieverSource::new("pop", model.clone())));
+        // Computed ahead: user 0's list as the source gave it then, through the store's encoding.
         let ahead = RetrieverSource::new("pop", model).candidates(&Request::new(Some(0), &[], &[]), 6);
-        lists.write().unwrap().insert(0, ahead.clone().into());
+        let lists: Lists = [("pop".to_string(), decode_list(&encode_list(&ahead)).unwrap())].into();
         // Item 4 seen since, item 2 excluded by the request: both filtered out.
-        let got = source.candidates(&Request::new(Some(0), &[4], &[2]), 3);
+        let got = source.candidates(&Request::new(Some(0), &[4], &[2]).with_lists(&lists), 3);
         let expected: Vec<(u32, f32)> = ahead.iter().copied().filter(|(i, _)| *i != 4 && *i != 2).take(3).collect();
         assert_eq!(got, expected);
-        // A user without a list is served by the source itself.
+        // A request without a list is served by the source itself.
         let live = source.candidates(&Request::new(Some(1), &[5], &[]), 2);
         assert_eq!(live.iter().map(|c| c.0).collect::<Vec<_>>(), [4, 1]);
         assert_eq!(source.name(), "pop");
+    }
+
+    #[test]
+    fn encoded_lists_round_trip_and_refuse_other_bytes() {
+        let list = vec![(0, 1.5), (u32::MAX, -0.0), (7, f32::MIN_POSITIVE)];
+        let bytes = encode_list(&list);
+        assert_eq!(bytes.len(), 1 + 8 * 3);
+        assert_eq!(decode_list(&bytes), Some(list));
+        assert_eq!(decode_list(&encode_list(&[])), Some(Vec::new()));
+        assert_eq!(decode_list(&bytes[..bytes.len() - 1]), None, "torn");
+        assert_eq!(decode_list(&[]), None);
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert_eq!(decode_list(&other), None, "another format");
     }
 
     #[test]

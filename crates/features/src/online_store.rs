@@ -32,9 +32,9 @@ use cascade_core::features::{FieldRef, ViewSource};
 use cascade_core::{Record, Timestamp};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// A batch read with what an audit needs to recompute it offline.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +63,8 @@ enum Backend {
 #[derive(Debug)]
 struct Embedded {
     online: RwLock<OnlineEngine>,
+    /// Blobs (see [`OnlineStore::put_blobs`]) with their expiry.
+    blobs: RwLock<HashMap<String, (Arc<[u8]>, Instant)>>,
     /// The offset of the last checkpoint written (or loaded): the log must keep what follows it.
     checkpointed: AtomicU64,
 }
@@ -97,7 +99,8 @@ impl OnlineStore {
     pub fn embedded(data_dir: impl Into<PathBuf>, set: FeatureSet) -> Result<Self> {
         let online = OnlineEngine::open(data_dir, set.clone())?;
         let checkpointed = AtomicU64::new(online.next_offset());
-        Ok(OnlineStore { set, backend: Backend::Embedded(Embedded { online: RwLock::new(online), checkpointed }) })
+        let embedded = Embedded { online: RwLock::new(online), blobs: RwLock::default(), checkpointed };
+        Ok(OnlineStore { set, backend: Backend::Embedded(embedded) })
     }
 
     /// The Redis backend at `url`, every key under `prefix`. Resumes from the state there when it
@@ -322,6 +325,61 @@ impl OnlineStore {
         }
     }
 
+    /// Keeps `entries` (name, bytes) beside the feature state for `ttl`, replacing values of the
+    /// same names: data serving derives ahead of requests, like precomputed candidate lists. On
+    /// Redis every replica reads what one wrote (`{prefix}#blob:{name}`, pipelined `SET ... PX`);
+    /// embedded they live in this process's memory (derived data: recomputed, not checkpointed).
+    pub async fn put_blobs(&self, entries: &[(String, Vec<u8>)], ttl: Duration) -> Result<()> {
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let now = Instant::now();
+                let mut blobs = e.blobs.write().expect("poisoned");
+                blobs.retain(|_, (_, expires)| *expires > now);
+                for (name, bytes) in entries {
+                    blobs.insert(name.clone(), (bytes.as_slice().into(), now + ttl));
+                }
+                Ok(())
+            }
+            Backend::Redis(r) => {
+                let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                for chunk in entries.chunks(1000) {
+                    let mut pipe = redis::pipe();
+                    for (name, bytes) in chunk {
+                        pipe.cmd("SET").arg(r.blob_key(name)).arg(bytes).arg("PX").arg(ms).ignore();
+                    }
+                    r.query::<()>(&pipe).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The blobs of `names` ([`OnlineStore::put_blobs`]), `None` where there is none or it
+    /// expired; one round trip on Redis.
+    pub async fn get_blobs(&self, names: &[String]) -> Result<Vec<Option<Arc<[u8]>>>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Embedded(e) => {
+                let now = Instant::now();
+                let blobs = e.blobs.read().expect("poisoned");
+                Ok(names
+                    .iter()
+                    .map(|n| blobs.get(n).filter(|(_, expires)| *expires > now).map(|(b, _)| b.clone()))
+                    .collect())
+            }
+            Backend::Redis(r) => {
+                let mut mget = redis::cmd("MGET");
+                for name in names {
+                    mget.arg(r.blob_key(name));
+                }
+                let values: Vec<Option<Vec<u8>>> = r.cmd(&mget).await?;
+                Ok(values.into_iter().map(|v| v.map(Arc::from)).collect())
+            }
+        }
+    }
+
     /// Deletes every key of the store (Redis: everything under the prefix; embedded: the state in
     /// memory, not the checkpoint file) and starts again from offset 0.
     pub async fn clear(&self) -> Result<()> {
@@ -434,6 +492,10 @@ impl ReadPlan {
 impl Redis {
     fn meta_key(&self) -> String {
         format!("{}#meta", self.prefix)
+    }
+
+    fn blob_key(&self, name: &str) -> String {
+        format!("{}#blob:{name}", self.prefix)
     }
 
     fn zset_key(&self, view: &str) -> String {

@@ -177,12 +177,17 @@ impl ContentBased {
         p
     }
 
-    /// Cosine of `profile` with every item vector.
+    /// Cosine of `profile` with every item vector: one pass over the item vectors in storage
+    /// order, summing each item's terms in the order [`ContentBased::cosine`] does.
     pub fn score_profile(&self, profile: &[f32], out: &mut [f32]) {
         let inv = inverse_norm(profile);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = self.cosine(profile, inv, i as u32);
+        let mut o = out.iter_mut();
+        for (span, o) in self.indptr.windows(2).zip(&mut o) {
+            let (t, v) = (&self.tokens[span[0]..span[1]], &self.weights[span[0]..span[1]]);
+            let s: f32 = t.iter().zip(v).map(|(&t, &v)| profile[t as usize] * v).sum();
+            *o = s * inv;
         }
+        o.for_each(|x| *x = 0.0);
     }
 
     fn cosine(&self, profile: &[f32], inv_norm: f32, item: u32) -> f32 {

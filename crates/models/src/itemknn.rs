@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::Retriever;
 use crate::error::{Error, Result};
 use crate::io::{ArrayRef, Decoded, Persist, read_model, write_model};
-use crate::topk::rank_order;
+use crate::topk::{rank_order, top_k_touched, with_scores};
 
 /// Hyper-parameters of [`ItemKnn`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +171,27 @@ impl Retriever for ItemKnn {
                 out[j as usize] += v * w;
             }
         }
+    }
+
+    /// Sums in the same order as `score_user` into the thread's zeroed buffer, then selects among
+    /// the items the history's neighbours reached (the rest score 0): what `score_user` and
+    /// `top_k` give, without a pass over the catalogue.
+    fn recommend(&self, _user: u32, history: (&[u32], &[f32]), k: usize, exclude_seen: bool) -> Vec<(u32, f32)> {
+        with_scores(self.n_items, |scores| {
+            let mut touched: Vec<u32> = Vec::new();
+            for (&i, &w) in history.0.iter().zip(history.1) {
+                let (n, s) = self.neighbours(i);
+                touched.extend_from_slice(n);
+                for (&j, &v) in n.iter().zip(s) {
+                    scores[j as usize] += v * w;
+                }
+            }
+            let best = top_k_touched(scores, &touched, k, if exclude_seen { history.0 } else { &[] });
+            for &j in &touched {
+                scores[j as usize] = 0.0;
+            }
+            (best, true)
+        })
     }
 
     /// Sums in the same order as `score_user` (history order), so the values are identical.

@@ -63,7 +63,7 @@ pub use io::{FORMAT_VERSION, Persist};
 pub use itemknn::{ItemKnn, ItemKnnParams};
 pub use popularity::{Popularity, PopularityKind};
 use rayon::prelude::*;
-pub use topk::{rank_order, top_k};
+pub use topk::{rank_order, top_k, top_k_touched, with_scores};
 
 /// A model that scores every catalogue item for a user.
 ///
@@ -94,9 +94,10 @@ pub trait Retriever: Send + Sync {
     /// The `k` best items for `user`, best first, ties by smaller item index; with
     /// `exclude_seen` the items of `history` are left out.
     fn recommend(&self, user: u32, history: (&[u32], &[f32]), k: usize, exclude_seen: bool) -> Vec<(u32, f32)> {
-        let mut scores = vec![0f32; self.n_items()];
-        self.score_user(user, history, &mut scores);
-        top_k(&scores, k, if exclude_seen { history.0 } else { &[] })
+        with_scores(self.n_items(), |scores| {
+            self.score_user(user, history, scores);
+            (top_k(scores, k, if exclude_seen { history.0 } else { &[] }), false)
+        })
     }
 
     /// Top-`k` item lists for many users in parallel, each excluding the user's row of

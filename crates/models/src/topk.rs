@@ -52,6 +52,73 @@ pub fn top_k(scores: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
     best
 }
 
+/// [`top_k`] of `scores` where every item outside `touched` scores exactly 0 and no score is
+/// negative (item-kNN sums of similarities): the same items in the same order, at the cost of
+/// the touched items rather than the catalogue. Falls back to [`top_k`] when a touched score is
+/// negative or NaN.
+pub fn top_k_touched(scores: &[f32], touched: &[u32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
+    if touched.iter().any(|&i| !(scores[i as usize] >= 0.0)) {
+        return top_k(scores, k, exclude);
+    }
+    if k == 0 || scores.is_empty() {
+        return Vec::new();
+    }
+    let sorted;
+    let exclude = if exclude.is_sorted() {
+        exclude
+    } else {
+        let mut v = exclude.to_vec();
+        v.sort_unstable();
+        sorted = v;
+        &sorted[..]
+    };
+    let excluded = |i: u32| exclude.binary_search(&i).is_ok();
+    let mut best: Vec<(u32, f32)> = touched
+        .iter()
+        .map(|&i| (i, scores[i as usize]))
+        .filter(|&(i, s)| s > 0.0 && !excluded(i))
+        .collect();
+    best.sort_unstable_by_key(|&(i, _)| i);
+    best.dedup_by_key(|e| e.0);
+    if best.len() > k {
+        best.select_nth_unstable_by(k - 1, rank_order);
+        best.truncate(k);
+    }
+    best.sort_unstable_by(rank_order);
+    // Then the zeros, by smaller index, as the full selection orders ties.
+    let mut i = 0;
+    while best.len() < k && i < scores.len() {
+        if scores[i] == 0.0 && !excluded(i as u32) {
+            best.push((i as u32, scores[i]));
+        }
+        i += 1;
+    }
+    best
+}
+
+thread_local! {
+    /// Per thread: a score buffer reused across requests, and whether it is all zeros.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, bool)> = const { std::cell::RefCell::new((Vec::new(), true)) };
+}
+
+/// Runs `f` with this thread's score buffer of `n` zeros (a catalogue-sized buffer per request
+/// would cost a fresh zeroed allocation, page faults included). `f` returns whether it left the
+/// buffer zeroed; if not (or if it panicked), the next use zeroes it first.
+pub fn with_scores<T>(n: usize, f: impl FnOnce(&mut [f32]) -> (T, bool)) -> T {
+    SCRATCH.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (buf, clean) = &mut *guard;
+        if !*clean {
+            buf.fill(0.0);
+        }
+        buf.resize(n, 0.0);
+        *clean = false;
+        let (out, zeroed) = f(&mut buf[..n]);
+        *clean = zeroed;
+        out
+    })
+}
+
 fn top_k_large(scores: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
     let mut all: Vec<(u32, f32)> = scores
         .iter()
@@ -93,6 +160,29 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn touched_selection_matches_the_full_one(cells in proptest::collection::vec((0u32..200, 0u8..4), 0..80),
+                                                   n in 1usize..200, k in 0usize..60,
+                                                   exclude in proptest::collection::vec(0u32..200, 0..20)) {
+            let mut scores = vec![0f32; n];
+            let mut touched = Vec::new();
+            for (i, v) in cells {
+                if (i as usize) < n {
+                    scores[i as usize] += f32::from(v) * 0.5;
+                    touched.push(i);
+                }
+            }
+            prop_assert_eq!(top_k_touched(&scores, &touched, k, &exclude), top_k(&scores, k, &exclude));
+        }
+
+        #[test]
+        fn scratch_buffers_start_zeroed(n in 1usize..500, m in 1usize..500) {
+            // Left dirty: the next user still gets zeros, whatever the sizes.
+            with_scores(n, |b| { b.fill(3.0); ((), false) });
+            let zero = with_scores(m, |b| (b.iter().all(|&x| x == 0.0), true));
+            prop_assert!(zero);
+        }
+
         #[test]
         fn matches_a_full_sort(scores in proptest::collection::vec(0u8..6, 0..300), k in 0usize..200,
                                exclude in proptest::collection::vec(0u32..300, 0..20)) {

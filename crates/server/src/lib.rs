@@ -197,6 +197,7 @@ pub async fn run_with_faults(
     let precompute = (!config.serving.precompute_interval.is_zero()).then(|| {
         tokio::spawn(recommend::precompute(
             recommender.clone(),
+            online.clone(),
             config.serving.precompute_interval,
             config.serving.precompute_users,
         ))

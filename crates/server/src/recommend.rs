@@ -388,6 +388,33 @@ async fn read_values(
         .collect())
 }
 
+/// The user's precomputed lists (one online-store read for all of the pipeline's precomputed
+/// sources, under the features deadline) into `prepared`. Without them the sources score the
+/// user at request time: slower, never wrong.
+async fn read_lists(
+    state: &AppState,
+    serving: &Serving,
+    pipeline: &Pipeline,
+    user: &str,
+    prepared: &mut Prepared,
+    path: &mut ServingPath,
+) {
+    let names = serving.list_names(pipeline, user, prepared);
+    if names.is_empty() {
+        return;
+    }
+    let keys: Vec<String> = names.iter().map(|(_, key)| key.clone()).collect();
+    let deadline = Duration::from_millis(pipeline.config.features_ms);
+    match tokio::time::timeout(deadline, state.features.store.get_blobs(&keys)).await {
+        Ok(Ok(read)) => serving.accept_lists(prepared, names.into_iter().map(|(s, _)| s).zip(read)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "precomputed lists unavailable");
+            fallback(path, "lists_unavailable");
+        }
+        Err(_) => fallback(path, "lists_timeout"),
+    }
+}
+
 async fn cascade(
     state: &AppState,
     pipeline: &Arc<Pipeline>,
@@ -421,7 +448,11 @@ async fn cascade(
             path,
         };
     };
-    let prepared = Arc::new(serving.prepare(Some(user), &history, exclude, now, pipeline));
+    let mut prepared = serving.prepare(Some(user), &history, exclude, now, pipeline);
+    if given.is_none() {
+        read_lists(state, &serving, pipeline, user, &mut prepared, &mut path).await;
+    }
+    let prepared = Arc::new(prepared);
     if given.is_none() && pipeline.config.sources.contains_key("als") && serving.bundle.als_index.is_none() {
         fallback(&mut path, "index_missing");
     }
@@ -641,7 +672,7 @@ pub async fn post_recommendations(
     let slots = pipeline.config.exploration.slots(k);
     let version = out.serving.as_ref().map(|s| s.version());
     let digest_rows: Vec<&[f64]> =
-        out.ranked.iter().map(|r| r.features.as_slice()).filter(|f| !f.is_empty()).take(k).collect();
+        out.ranked.iter().map(|r| r.features.values()).filter(|f| !f.is_empty()).take(k).collect();
     let digest = (!digest_rows.is_empty()).then(|| serving::feature_digest(&digest_rows));
     let mut items = Vec::with_capacity(finished.shown.len());
     let mut impressions = Vec::with_capacity(finished.shown.len());
@@ -889,8 +920,14 @@ pub(crate) async fn follow_log(store: Arc<Store>, live: Arc<Live>, poll: Duratio
 }
 
 /// Every `interval`, computes the pipelines' `precomputed` sources for the `max_users` most
-/// recently active users of the live view, into the bundle in service.
-pub(crate) async fn precompute(recommender: Arc<Recommender>, interval: Duration, max_users: usize) {
+/// recently active users of the live view with the bundle in service, into the online store
+/// (Redis: shared by every replica), where they live for three intervals.
+pub(crate) async fn precompute(
+    recommender: Arc<Recommender>,
+    store: Arc<cascade_features::OnlineStore>,
+    interval: Duration,
+    max_users: usize,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -917,8 +954,13 @@ pub(crate) async fn precompute(recommender: Arc<Recommender>, interval: Duration
         .await;
         match done {
             Ok(done) => {
-                for (source, users) in done {
-                    metrics::gauge!("cascade_precomputed_users", "source" => source).set(users as f64);
+                for (source, lists) in done {
+                    match store.put_blobs(&lists, interval * 3).await {
+                        Ok(()) => {
+                            metrics::gauge!("cascade_precomputed_users", "source" => source).set(lists.len() as f64)
+                        }
+                        Err(e) => tracing::error!(%source, error = %e, "precomputed lists could not be stored"),
+                    }
                 }
                 metrics::histogram!("cascade_precompute_duration_seconds").record(started.elapsed().as_secs_f64());
             }

@@ -59,3 +59,21 @@ fn recovers_planted_blocks() {
     assert!(hit_rate(&knn, &p, 5) > 0.5);
     assert!(knn.neighbours(0).1.windows(2).all(|w| w[0] >= w[1]));
 }
+
+#[test]
+fn recommendations_from_the_reached_items_equal_a_full_scoring() {
+    // Short histories reach fewer items than asked for: the zeros then follow by index, as a
+    // selection over the whole catalogue orders them.
+    let p = planted(30, 30, 40, 0.3, 3);
+    let knn = ItemKnn::fit(&p.train, &ItemKnnParams { k: 5 }).unwrap();
+    for u in 0..p.train.rows as u32 {
+        let history = p.train.row(u as usize);
+        for (k, exclude_seen) in [(3, true), (25, true), (70, false), (200, true)] {
+            let full = cascade_models::top_k(&scores(&knn, u, history), k, if exclude_seen { history.0 } else { &[] });
+            assert_eq!(knn.recommend(u, history, k, exclude_seen), full, "user {u}, k {k}");
+        }
+    }
+    // The reused buffer is left clean: an empty history scores nothing but zeros.
+    let empty = knn.recommend(0, (&[], &[]), 4, true);
+    assert_eq!(empty, vec![(0, 0.0), (1, 0.0), (2, 0.0), (3, 0.0)]);
+}
