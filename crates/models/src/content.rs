@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::Retriever;
 use crate::error::{Error, Result};
 use crate::io::{ArrayRef, Decoded, Persist, read_model, write_model};
+use crate::topk::{take_top_k, top_k, with_scores};
 
 /// Hyper-parameters of [`ContentBased`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,18 @@ pub struct ContentBased {
     indptr: Vec<usize>,
     tokens: Vec<u32>,
     weights: Vec<f32>,
+    /// The item vectors again, token-major (derived, not persisted).
+    postings: Postings,
+}
+
+/// Per token, the items holding it (ascending) and their weights: a profile is scored from the
+/// tokens it has, rather than from every item.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Postings {
+    ptr: Vec<usize>,
+    items: Vec<u32>,
+    weights: Vec<f32>,
+    non_negative: bool,
 }
 
 impl ContentBased {
@@ -63,6 +76,7 @@ impl ContentBased {
             indptr: vec![0],
             tokens: Vec::new(),
             weights: Vec::new(),
+            postings: Postings::default(),
         };
         let mut bags = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -78,6 +92,7 @@ impl ContentBased {
         for bag in bags {
             model.push_item(bag);
         }
+        model.postings = model.build_postings();
         Ok(model)
     }
 
@@ -134,7 +149,32 @@ impl ContentBased {
     /// fitted catalogue; tokens never seen there are ignored (they could not match any profile).
     pub fn add_item(&mut self, tokens: &[(String, f32)]) -> u32 {
         let bag = self.bag(tokens, false);
-        self.push_item(bag)
+        let item = self.push_item(bag);
+        self.postings = self.build_postings();
+        item
+    }
+
+    fn build_postings(&self) -> Postings {
+        let mut ptr = vec![0usize; self.vocab.len() + 1];
+        for &t in &self.tokens {
+            ptr[t as usize + 1] += 1;
+        }
+        for t in 0..self.vocab.len() {
+            ptr[t + 1] += ptr[t];
+        }
+        let mut next = ptr.clone();
+        let mut items = vec![0u32; self.tokens.len()];
+        let mut weights = vec![0f32; self.tokens.len()];
+        for (i, span) in self.indptr.windows(2).enumerate() {
+            for k in span[0]..span[1] {
+                let at = &mut next[self.tokens[k] as usize];
+                items[*at] = i as u32;
+                weights[*at] = self.weights[k];
+                *at += 1;
+            }
+        }
+        let non_negative = weights.iter().all(|&w| w >= 0.0);
+        Postings { ptr, items, weights, non_negative }
     }
 
     pub fn params(&self) -> &ContentParams {
@@ -214,7 +254,19 @@ impl ContentBased {
             return Err(Error::Format("token outside the vocabulary".into()));
         }
         let index = m.vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        Ok(ContentBased { params, vocab: m.vocab, index, n_docs: m.n_docs, df, indptr, tokens, weights })
+        let mut model = ContentBased {
+            params,
+            vocab: m.vocab,
+            index,
+            n_docs: m.n_docs,
+            df,
+            indptr,
+            tokens,
+            weights,
+            postings: Postings::default(),
+        };
+        model.postings = model.build_postings();
+        Ok(model)
     }
 }
 
@@ -231,6 +283,43 @@ impl Retriever for ContentBased {
     fn score_user(&self, _user: u32, history: (&[u32], &[f32]), out: &mut [f32]) {
         let p = self.profile(history);
         self.score_profile(&p, out);
+    }
+
+    /// From the profile's tokens' postings: each item's terms are added in token order, as
+    /// `score_user` adds them (tokens an item shares with no profile only add zeros there), then
+    /// scaled by the profile's norm, so scores and selection are the same. Negative weights (a
+    /// sum could return to 0) take the full scoring instead.
+    fn recommend(&self, _user: u32, history: (&[u32], &[f32]), k: usize, exclude_seen: bool) -> Vec<(u32, f32)> {
+        let p = self.profile(history);
+        let postings = &self.postings;
+        if !postings.non_negative || p.iter().any(|&x| !(x >= 0.0)) {
+            return with_scores(self.n_items(), |scores| {
+                self.score_profile(&p, scores);
+                (top_k(scores, k, if exclude_seen { history.0 } else { &[] }), false)
+            });
+        }
+        let inv = inverse_norm(&p);
+        with_scores(self.n_items(), |scores| {
+            // Each item once, on its first non-zero term.
+            let mut touched: Vec<u32> = Vec::new();
+            for (t, &pt) in p.iter().enumerate().filter(|(_, pt)| **pt != 0.0) {
+                let span = postings.ptr[t]..postings.ptr[t + 1];
+                for (&i, &w) in postings.items[span.clone()].iter().zip(&postings.weights[span]) {
+                    let x = pt * w;
+                    if x != 0.0 {
+                        let s = &mut scores[i as usize];
+                        if *s == 0.0 {
+                            touched.push(i);
+                        }
+                        *s += x;
+                    }
+                }
+            }
+            for &i in &touched {
+                scores[i as usize] *= inv;
+            }
+            (take_top_k(scores, &touched, k, if exclude_seen { history.0 } else { &[] }), true)
+        })
     }
 
     fn score_items(&self, _user: u32, history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {

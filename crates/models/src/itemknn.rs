@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::Retriever;
 use crate::error::{Error, Result};
 use crate::io::{ArrayRef, Decoded, Persist, read_model, write_model};
-use crate::topk::{rank_order, top_k_touched, with_scores};
+use crate::topk::{rank_order, take_top_k, with_scores};
 
 /// Hyper-parameters of [`ItemKnn`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,11 +186,7 @@ impl Retriever for ItemKnn {
                     scores[j as usize] += v * w;
                 }
             }
-            let best = top_k_touched(scores, &touched, k, if exclude_seen { history.0 } else { &[] });
-            for &j in &touched {
-                scores[j as usize] = 0.0;
-            }
-            (best, true)
+            (take_top_k(scores, &touched, k, if exclude_seen { history.0 } else { &[] }), true)
         })
     }
 

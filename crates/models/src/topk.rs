@@ -52,13 +52,28 @@ pub fn top_k(scores: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
     best
 }
 
-/// [`top_k`] of `scores` where every item outside `touched` scores exactly 0 and no score is
-/// negative (item-kNN sums of similarities): the same items in the same order, at the cost of
-/// the touched items rather than the catalogue. Falls back to [`top_k`] when a touched score is
-/// negative or NaN.
-pub fn top_k_touched(scores: &[f32], touched: &[u32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
-    if touched.iter().any(|&i| !(scores[i as usize] >= 0.0)) {
-        return top_k(scores, k, exclude);
+/// [`top_k`] of `scores` where every item outside `touched` (any order, repeats allowed) scores
+/// exactly 0: the same items in the same order, at the cost of the touched items rather than
+/// the catalogue when no score is negative or NaN (sums of similarities; otherwise the full
+/// selection runs). Leaves every score at 0, ready for the next request's sums.
+pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
+    // Each touched item once: its score is taken and zeroed, so a repeat reads 0 and is skipped.
+    let mut taken: Vec<(u32, f32)> = Vec::new();
+    for &i in touched {
+        let s = std::mem::replace(&mut scores[i as usize], 0.0);
+        if s != 0.0 {
+            taken.push((i, s));
+        }
+    }
+    if taken.iter().any(|&(_, s)| !(s >= 0.0)) {
+        for &(i, s) in &taken {
+            scores[i as usize] = s;
+        }
+        let best = top_k(scores, k, exclude);
+        for &(i, _) in &taken {
+            scores[i as usize] = 0.0;
+        }
+        return best;
     }
     if k == 0 || scores.is_empty() {
         return Vec::new();
@@ -73,27 +88,26 @@ pub fn top_k_touched(scores: &[f32], touched: &[u32], k: usize, exclude: &[u32])
         &sorted[..]
     };
     let excluded = |i: u32| exclude.binary_search(&i).is_ok();
-    let mut best: Vec<(u32, f32)> = touched
-        .iter()
-        .map(|&i| (i, scores[i as usize]))
-        .filter(|&(i, s)| s > 0.0 && !excluded(i))
-        .collect();
-    best.sort_unstable_by_key(|&(i, _)| i);
-    best.dedup_by_key(|e| e.0);
-    if best.len() > k {
-        best.select_nth_unstable_by(k - 1, rank_order);
-        best.truncate(k);
+    taken.retain(|&(i, _)| !excluded(i));
+    if taken.len() > k {
+        taken.select_nth_unstable_by(k - 1, rank_order);
+        taken.truncate(k);
     }
-    best.sort_unstable_by(rank_order);
-    // Then the zeros, by smaller index, as the full selection orders ties.
-    let mut i = 0;
-    while best.len() < k && i < scores.len() {
-        if scores[i] == 0.0 && !excluded(i as u32) {
-            best.push((i as u32, scores[i]));
+    taken.sort_unstable_by(rank_order);
+    if taken.len() < k {
+        // Then the zeros by smaller index, as the full selection orders ties; fewer than k items
+        // scored above 0, so a sorted copy of them is small.
+        let mut positive: Vec<u32> = taken.iter().map(|&(i, _)| i).collect();
+        positive.sort_unstable();
+        let mut i = 0u32;
+        while taken.len() < k && (i as usize) < scores.len() {
+            if positive.binary_search(&i).is_err() && !excluded(i) {
+                taken.push((i, 0.0));
+            }
+            i += 1;
         }
-        i += 1;
     }
-    best
+    taken
 }
 
 thread_local! {
@@ -161,9 +175,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn touched_selection_matches_the_full_one(cells in proptest::collection::vec((0u32..200, 0u8..4), 0..80),
+        fn touched_selection_matches_the_full_one(cells in proptest::collection::vec((0u32..200, -1i8..4), 0..80),
                                                    n in 1usize..200, k in 0usize..60,
                                                    exclude in proptest::collection::vec(0u32..200, 0..20)) {
+            // Mostly non-negative sums, sometimes a negative one (the full selection then runs).
             let mut scores = vec![0f32; n];
             let mut touched = Vec::new();
             for (i, v) in cells {
@@ -172,7 +187,9 @@ mod tests {
                     touched.push(i);
                 }
             }
-            prop_assert_eq!(top_k_touched(&scores, &touched, k, &exclude), top_k(&scores, k, &exclude));
+            let full = top_k(&scores, k, &exclude);
+            prop_assert_eq!(take_top_k(&mut scores, &touched, k, &exclude), full);
+            prop_assert!(scores.iter().all(|&s| s == 0.0), "left zeroed");
         }
 
         #[test]

@@ -47,3 +47,28 @@ fn recent_items_can_weigh_more() {
     assert!(flat.iter().any(|r| r.0 == 0));
     assert!(ContentBased::fit(&[vec![("x".into(), f32::NAN)]], &ContentParams::default()).is_err());
 }
+
+#[test]
+fn recommendations_from_the_profiles_tokens_equal_a_full_scoring() {
+    // Genres shared by many items, creators by few, and items sharing nothing with a profile:
+    // the zeros follow by index when the profile reaches fewer items than asked for.
+    let items: Vec<Vec<(String, f32)>> = (0..120)
+        .map(|i| {
+            let mut t = vec![(format!("genre:{}", i % 7), 1.0), (format!("creator:{}", i % 31), 1.0)];
+            if i % 3 == 0 {
+                t.push((format!("title:{}", i % 11), 0.5));
+            }
+            t
+        })
+        .collect();
+    let model = ContentBased::fit(&items, &ContentParams::default()).unwrap();
+    for history in [&[0u32][..], &[1, 8, 50], &[3, 4, 5, 6, 7, 100, 119], &[]] {
+        let w = recency_weights(history.len(), 2.0);
+        for (k, exclude_seen) in [(3, true), (40, true), (119, false), (200, true)] {
+            let mut scores = vec![0f32; model.n_items()];
+            model.score_user(0, (history, &w), &mut scores);
+            let full = cascade_models::top_k(&scores, k, if exclude_seen { history } else { &[] });
+            assert_eq!(model.recommend(0, (history, &w), k, exclude_seen), full, "{history:?}, k {k}");
+        }
+    }
+}
