@@ -12,7 +12,7 @@ use crate::bundle::LoadedBundle;
 use crate::candidates::{Candidate, CandidateSource, Generator, Lists, Request};
 use crate::explore::{self, ExplorationConfig, Pick};
 use crate::live::{Live, UserHistory};
-use crate::ranking::{CandidateInputs, Layout, Rankers, affinity};
+use crate::ranking::{CandidateInputs, Layout, Rankers, TokenProfile, affinity};
 use crate::rules::{ItemFacts, Rule, RuleContext, Rules};
 use crate::sources::{RetrieverSource, decode_list, encode_list};
 use cascade_models::AnyModel;
@@ -465,12 +465,11 @@ impl Serving {
         };
         // The user's attribute profile, over every distinct item of the history.
         let history_ids: Vec<&str> = p.history_items.iter().map(|s| &**s).collect();
-        let mut profile: HashMap<u32, f64> = HashMap::new();
+        let mut tokens: Vec<u32> = Vec::new();
         live.with_items(&history_ids, |_, item| {
-            for &t in item.map(|i| i.tokens.as_slice()).unwrap_or_default() {
-                *profile.entry(t).or_default() += 1.0;
-            }
+            tokens.extend_from_slice(item.map(|i| i.tokens.as_slice()).unwrap_or_default());
         });
+        let profile = TokenProfile::count(tokens);
         let hist_len = p.history_items.len().max(1) as f64;
         let ids: Vec<&str> = items.iter().map(|&i| self.bundle.items.id(i)).collect();
         let now = p.now_ms;

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::Retriever;
 use crate::error::{Error, Result};
 use crate::io::{ArrayRef, Decoded, Persist, read_model, write_model};
-use crate::topk::{take_top_k, top_k, with_scores};
 
 /// Hyper-parameters of [`ContentBased`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,18 +48,23 @@ pub struct ContentBased {
     indptr: Vec<usize>,
     tokens: Vec<u32>,
     weights: Vec<f32>,
-    /// The item vectors again, token-major (derived, not persisted).
-    postings: Postings,
+    /// The item vectors again as fixed-width rows, when they are narrow (see [`Padded`]).
+    padded: Option<Padded>,
 }
 
-/// Per token, the items holding it (ascending) and their weights: a profile is scored from the
-/// tokens it has, rather than from every item.
+/// The item vectors again as fixed-width rows (derived, not persisted): every item's tokens and
+/// weights padded to `width` with a token that the profile holds at 0, so scoring the catalogue
+/// is one branch-free loop instead of a slice per item. Built when every item has at most
+/// [`Padded::MAX_WIDTH`] tokens and the vocabulary fits in u16.
 #[derive(Debug, Clone, PartialEq, Default)]
-struct Postings {
-    ptr: Vec<usize>,
-    items: Vec<u32>,
+struct Padded {
+    width: usize,
+    tokens: Vec<u16>,
     weights: Vec<f32>,
-    non_negative: bool,
+}
+
+impl Padded {
+    const MAX_WIDTH: usize = 8;
 }
 
 impl ContentBased {
@@ -76,7 +80,7 @@ impl ContentBased {
             indptr: vec![0],
             tokens: Vec::new(),
             weights: Vec::new(),
-            postings: Postings::default(),
+            padded: None,
         };
         let mut bags = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -92,7 +96,7 @@ impl ContentBased {
         for bag in bags {
             model.push_item(bag);
         }
-        model.postings = model.build_postings();
+        model.padded = model.build_padded();
         Ok(model)
     }
 
@@ -150,31 +154,26 @@ impl ContentBased {
     pub fn add_item(&mut self, tokens: &[(String, f32)]) -> u32 {
         let bag = self.bag(tokens, false);
         let item = self.push_item(bag);
-        self.postings = self.build_postings();
+        self.padded = self.build_padded();
         item
     }
 
-    fn build_postings(&self) -> Postings {
-        let mut ptr = vec![0usize; self.vocab.len() + 1];
-        for &t in &self.tokens {
-            ptr[t as usize + 1] += 1;
+    fn build_padded(&self) -> Option<Padded> {
+        let width = self.indptr.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0).max(1);
+        let pad = u16::try_from(self.vocab.len()).ok()?;
+        if width > Padded::MAX_WIDTH {
+            return None;
         }
-        for t in 0..self.vocab.len() {
-            ptr[t + 1] += ptr[t];
-        }
-        let mut next = ptr.clone();
-        let mut items = vec![0u32; self.tokens.len()];
-        let mut weights = vec![0f32; self.tokens.len()];
+        let n = self.indptr.len() - 1;
+        let mut tokens = vec![pad; n * width];
+        let mut weights = vec![0f32; n * width];
         for (i, span) in self.indptr.windows(2).enumerate() {
-            for k in span[0]..span[1] {
-                let at = &mut next[self.tokens[k] as usize];
-                items[*at] = i as u32;
-                weights[*at] = self.weights[k];
-                *at += 1;
+            for (j, k) in (span[0]..span[1]).enumerate() {
+                tokens[i * width + j] = self.tokens[k] as u16;
+                weights[i * width + j] = self.weights[k];
             }
         }
-        let non_negative = weights.iter().all(|&w| w >= 0.0);
-        Postings { ptr, items, weights, non_negative }
+        Some(Padded { width, tokens, weights })
     }
 
     pub fn params(&self) -> &ContentParams {
@@ -221,6 +220,22 @@ impl ContentBased {
     /// order, summing each item's terms in the order [`ContentBased::cosine`] does.
     pub fn score_profile(&self, profile: &[f32], out: &mut [f32]) {
         let inv = inverse_norm(profile);
+        if let Some(padded) = &self.padded
+            && profile.len() == self.vocab.len()
+        {
+            // The padding token reads the extra 0 at the end; adding 0 changes no sum.
+            let mut p = profile.to_vec();
+            p.push(0.0);
+            let w = padded.width;
+            let rows = padded.tokens.chunks_exact(w).zip(padded.weights.chunks_exact(w));
+            let mut o = out.iter_mut();
+            for ((t, v), o) in rows.zip(&mut o) {
+                let s: f32 = t.iter().zip(v).map(|(&t, &v)| p[usize::from(t)] * v).sum();
+                *o = s * inv;
+            }
+            o.for_each(|x| *x = 0.0);
+            return;
+        }
         let mut o = out.iter_mut();
         for (span, o) in self.indptr.windows(2).zip(&mut o) {
             let (t, v) = (&self.tokens[span[0]..span[1]], &self.weights[span[0]..span[1]]);
@@ -263,9 +278,9 @@ impl ContentBased {
             indptr,
             tokens,
             weights,
-            postings: Postings::default(),
+            padded: None,
         };
-        model.postings = model.build_postings();
+        model.padded = model.build_padded();
         Ok(model)
     }
 }
@@ -283,43 +298,6 @@ impl Retriever for ContentBased {
     fn score_user(&self, _user: u32, history: (&[u32], &[f32]), out: &mut [f32]) {
         let p = self.profile(history);
         self.score_profile(&p, out);
-    }
-
-    /// From the profile's tokens' postings: each item's terms are added in token order, as
-    /// `score_user` adds them (tokens an item shares with no profile only add zeros there), then
-    /// scaled by the profile's norm, so scores and selection are the same. Negative weights (a
-    /// sum could return to 0) take the full scoring instead.
-    fn recommend(&self, _user: u32, history: (&[u32], &[f32]), k: usize, exclude_seen: bool) -> Vec<(u32, f32)> {
-        let p = self.profile(history);
-        let postings = &self.postings;
-        if !postings.non_negative || p.iter().any(|&x| !(x >= 0.0)) {
-            return with_scores(self.n_items(), |scores| {
-                self.score_profile(&p, scores);
-                (top_k(scores, k, if exclude_seen { history.0 } else { &[] }), false)
-            });
-        }
-        let inv = inverse_norm(&p);
-        with_scores(self.n_items(), |scores| {
-            // Each item once, on its first non-zero term.
-            let mut touched: Vec<u32> = Vec::new();
-            for (t, &pt) in p.iter().enumerate().filter(|(_, pt)| **pt != 0.0) {
-                let span = postings.ptr[t]..postings.ptr[t + 1];
-                for (&i, &w) in postings.items[span.clone()].iter().zip(&postings.weights[span]) {
-                    let x = pt * w;
-                    if x != 0.0 {
-                        let s = &mut scores[i as usize];
-                        if *s == 0.0 {
-                            touched.push(i);
-                        }
-                        *s += x;
-                    }
-                }
-            }
-            for &i in &touched {
-                scores[i as usize] *= inv;
-            }
-            (take_top_k(scores, &touched, k, if exclude_seen { history.0 } else { &[] }), true)
-        })
     }
 
     fn score_items(&self, _user: u32, history: (&[u32], &[f32]), items: &[u32], out: &mut [f32]) {

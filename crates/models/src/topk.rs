@@ -65,7 +65,7 @@ pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]
             taken.push((i, s));
         }
     }
-    if taken.iter().any(|&(_, s)| !(s >= 0.0)) {
+    if taken.iter().any(|&(_, s)| !(s > 0.0)) {
         for &(i, s) in &taken {
             scores[i as usize] = s;
         }
@@ -88,12 +88,23 @@ pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]
         &sorted[..]
     };
     let excluded = |i: u32| exclude.binary_search(&i).is_ok();
-    taken.retain(|&(i, _)| !excluded(i));
-    if taken.len() > k {
-        taken.select_nth_unstable_by(k - 1, rank_order);
-        taken.truncate(k);
+    // The k best by `rank_order` in a heap whose top is the worst kept: most items fail the one
+    // comparison with it.
+    let mut heap: std::collections::BinaryHeap<Ranked> = std::collections::BinaryHeap::with_capacity(k + 1);
+    for &(i, s) in &taken {
+        let candidate = Ranked(i, s);
+        if heap.len() == k && heap.peek().is_some_and(|worst| candidate >= *worst) {
+            continue;
+        }
+        if excluded(i) {
+            continue;
+        }
+        heap.push(candidate);
+        if heap.len() > k {
+            heap.pop();
+        }
     }
-    taken.sort_unstable_by(rank_order);
+    let mut taken: Vec<(u32, f32)> = heap.into_sorted_vec().into_iter().map(|Ranked(i, s)| (i, s)).collect();
     if taken.len() < k {
         // Then the zeros by smaller index, as the full selection orders ties; fewer than k items
         // scored above 0, so a sorted copy of them is small.
@@ -108,6 +119,30 @@ pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]
         }
     }
     taken
+}
+
+/// An (item, score) ordered by [`rank_order`]: smaller is better.
+#[derive(Debug, Clone, Copy)]
+struct Ranked(u32, f32);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank_order(&(self.0, self.1), &(other.0, other.1))
+    }
 }
 
 thread_local! {

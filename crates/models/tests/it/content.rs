@@ -49,10 +49,10 @@ fn recent_items_can_weigh_more() {
 }
 
 #[test]
-fn recommendations_from_the_profiles_tokens_equal_a_full_scoring() {
-    // Genres shared by many items, creators by few, and items sharing nothing with a profile:
-    // the zeros follow by index when the profile reaches fewer items than asked for.
-    let items: Vec<Vec<(String, f32)>> = (0..120)
+fn catalogue_scoring_equals_per_item_scoring_for_narrow_and_wide_items() {
+    // Narrow items (scored as padded rows) and, in the second catalogue, one item wider than
+    // the rows allow (scored item by item): the same values as scoring items one at a time.
+    let narrow: Vec<Vec<(String, f32)>> = (0..120)
         .map(|i| {
             let mut t = vec![(format!("genre:{}", i % 7), 1.0), (format!("creator:{}", i % 31), 1.0)];
             if i % 3 == 0 {
@@ -61,14 +61,20 @@ fn recommendations_from_the_profiles_tokens_equal_a_full_scoring() {
             t
         })
         .collect();
-    let model = ContentBased::fit(&items, &ContentParams::default()).unwrap();
-    for history in [&[0u32][..], &[1, 8, 50], &[3, 4, 5, 6, 7, 100, 119], &[]] {
-        let w = recency_weights(history.len(), 2.0);
-        for (k, exclude_seen) in [(3, true), (40, true), (119, false), (200, true)] {
-            let mut scores = vec![0f32; model.n_items()];
+    let mut wide = narrow.clone();
+    wide[5] = (0..12).map(|j| (format!("tag:{j}"), 1.0 + j as f32)).collect();
+    for items in [narrow, wide] {
+        let model = ContentBased::fit(&items, &ContentParams::default()).unwrap();
+        let all: Vec<u32> = (0..model.n_items() as u32).collect();
+        for history in [&[0u32][..], &[1, 8, 50], &[3, 4, 5, 6, 7, 100, 119], &[]] {
+            let w = recency_weights(history.len(), 2.0);
+            let mut scores = vec![f32::NAN; model.n_items()];
             model.score_user(0, (history, &w), &mut scores);
-            let full = cascade_models::top_k(&scores, k, if exclude_seen { history } else { &[] });
-            assert_eq!(model.recommend(0, (history, &w), k, exclude_seen), full, "{history:?}, k {k}");
+            let mut each = vec![f32::NAN; all.len()];
+            model.score_items(0, (history, &w), &all, &mut each);
+            assert_eq!(scores, each, "{history:?}");
+            let full = cascade_models::top_k(&scores, 40, history);
+            assert_eq!(model.recommend(0, (history, &w), 40, true), full);
         }
     }
 }
