@@ -531,7 +531,8 @@ impl Layout {
         let base = |n: &str| n.strip_suffix("_pct").unwrap_or(n).to_string();
         let sources: Vec<String> = names.iter().filter_map(|n| n.strip_suffix("_rank").map(String::from)).collect();
         let recent_knn = names.iter().any(|n| base(n) == "recent_knn_score");
-        let mut item_aggs: Vec<String> = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_item.")).collect();
+        let mut item_aggs: Vec<String> =
+            names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_item.")).collect();
         item_aggs.dedup();
         let user_aggs = names.iter().map(|n| base(n)).filter(|n| n.starts_with("rank_user.")).collect();
         let layout = Layout::new(sources, recent_knn, item_aggs, user_aggs, absolute, relative);
@@ -705,8 +706,7 @@ pub fn build_block(
     let (item_agg_names, user_agg_names): (Vec<String>, Vec<String>) =
         agg_names.into_iter().partition(|n| n.starts_with("rank_item."));
     let sources: Vec<String> = retrievers.models.iter().map(|(n, _)| n.clone()).collect();
-    let layout =
-        Layout::new(sources, knn.is_some(), item_agg_names, user_agg_names, params.absolute, params.relative);
+    let layout = Layout::new(sources, knn.is_some(), item_agg_names, user_agg_names, params.absolute, params.relative);
     let names = layout.names.clone();
     let n_features = names.len();
     let quota_of = |name: &str| params.quotas.get(name).copied().unwrap_or(0);
@@ -753,7 +753,8 @@ pub fn build_block(
                     out.clone()
                 });
                 // The user's attribute profile: share of history per token.
-                let profile = TokenProfile::count(history.0.iter().flat_map(|&i| item_tokens[i as usize].iter().copied()));
+                let profile =
+                    TokenProfile::count(history.0.iter().flat_map(|&i| item_tokens[i as usize].iter().copied()));
                 let hist_len = history.0.len().max(1) as f64;
 
                 let inputs = CandidateInputs {

@@ -480,8 +480,11 @@ impl Rules {
         // The organic candidates: preference order, each item once, pinned items left to their pin.
         let mut ids: HashSet<&str> = pins.iter().map(|&(_, source)| items.get(source).id.as_str()).collect();
         debug_assert!(preference.iter().all(|&i| i < candidates.len()), "preference indexes candidates");
-        let pool: Vec<usize> =
-            preference.iter().copied().filter(|&i| candidates.get(i).is_some_and(|c| ids.insert(&c.borrow().id))).collect();
+        let pool: Vec<usize> = preference
+            .iter()
+            .copied()
+            .filter(|&i| candidates.get(i).is_some_and(|c| ids.insert(&c.borrow().id)))
+            .collect();
 
         let spreads: Vec<Spread<'_>> = self
             .rules

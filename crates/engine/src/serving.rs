@@ -399,7 +399,8 @@ impl Serving {
     pub fn accept_lists(&self, p: &mut Prepared, read: impl IntoIterator<Item = (String, Option<Arc<[u8]>>)>) {
         let n_items = self.bundle.items.len();
         for (source, bytes) in read {
-            let list = bytes.as_deref().and_then(decode_list).filter(|l| l.iter().all(|&(i, _)| (i as usize) < n_items));
+            let list =
+                bytes.as_deref().and_then(decode_list).filter(|l| l.iter().all(|&(i, _)| (i as usize) < n_items));
             if let Some(list) = list {
                 p.lists.insert(source, list);
             }

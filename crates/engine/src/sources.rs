@@ -1,8 +1,8 @@
 //! Candidate sources backed by trained models.
 
-use crate::candidates::{CandidateSource, Request};
 #[cfg(test)]
 use crate::candidates::Lists;
+use crate::candidates::{CandidateSource, Request};
 use cascade_ann::{Filter, Hnsw, IdSet};
 use cascade_models::{Als, AnyModel, top_k};
 use std::sync::Arc;
@@ -122,7 +122,9 @@ pub fn decode_list(bytes: &[u8]) -> Option<Vec<(u32, f32)>> {
         return None;
     }
     let word = |b: &[u8]| [b[0], b[1], b[2], b[3]];
-    Some(pairs.chunks_exact(8).map(|c| (u32::from_le_bytes(word(&c[..4])), f32::from_le_bytes(word(&c[4..])))).collect())
+    Some(
+        pairs.chunks_exact(8).map(|c| (u32::from_le_bytes(word(&c[..4])), f32::from_le_bytes(word(&c[4..])))).collect(),
+    )
 }
 
 /// ALS user vectors searched in an HNSW index over the item factors (inner product).

@@ -269,17 +269,8 @@ impl ContentBased {
             return Err(Error::Format("token outside the vocabulary".into()));
         }
         let index = m.vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let mut model = ContentBased {
-            params,
-            vocab: m.vocab,
-            index,
-            n_docs: m.n_docs,
-            df,
-            indptr,
-            tokens,
-            weights,
-            padded: None,
-        };
+        let mut model =
+            ContentBased { params, vocab: m.vocab, index, n_docs: m.n_docs, df, indptr, tokens, weights, padded: None };
         model.padded = model.build_padded();
         Ok(model)
     }

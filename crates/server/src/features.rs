@@ -168,7 +168,14 @@ pub(crate) async fn tail(store: Arc<Store>, features: Arc<Features>, poll: Durat
             features.record_lag(stats.next_offset);
         }
         if last_checkpoint.elapsed() >= checkpoint {
-            checkpoint_now(&store, &online).await;
+            // On the blocking pool: an embedded checkpoint sweeps and encodes the whole state
+            // (seconds of CPU for millions of entities), which on a runtime thread would stall
+            // the requests queued behind it.
+            let (store, online, handle) = (store.clone(), online.clone(), tokio::runtime::Handle::current());
+            let done = tokio::task::spawn_blocking(move || handle.block_on(checkpoint_now(&store, &online))).await;
+            if let Err(e) = done {
+                tracing::error!(error = %e, "feature checkpoint panicked");
+            }
             last_checkpoint = Instant::now();
         }
         if !full {
@@ -179,7 +186,10 @@ pub(crate) async fn tail(store: Arc<Store>, features: Arc<Features>, poll: Durat
 
 /// Checkpoints (and sweeps) the feature state, then moves the log's retention floor up to it.
 pub(crate) async fn checkpoint_now(store: &Store, online: &OnlineStore) {
-    match online.checkpoint().await {
+    let started = Instant::now();
+    let done = online.checkpoint().await;
+    metrics::histogram!("cascade_feature_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+    match done {
         Ok(swept) => tracing::debug!(swept, offset = online.retention_floor(), "feature state checkpointed"),
         Err(e) => tracing::error!(error = %e, "feature checkpoint failed"),
     }

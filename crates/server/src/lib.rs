@@ -187,6 +187,9 @@ pub async fn run_with_faults(
             }
         }
     }
+    if let Ok(stats) = store.log_stats() {
+        recommender.catch_up_to(stats.next_offset);
+    }
     let follow = tokio::spawn(recommend::follow_log(
         store.clone(),
         live,

@@ -61,13 +61,17 @@ pub async fn live() -> Json<Health> {
         (status = 503, description = "Not ready; `reason` says why", body = Health),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.store.failure() {
-        None => Json(Health { status: "ready".into(), reason: None }).into_response(),
-        Some(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into(), reason: Some(reason) }))
-                .into_response()
-        }
+    if let Some(reason) = state.store.failure() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into(), reason: Some(reason) }))
+            .into_response();
     }
+    if let Some((at, to)) = state.recommender.catching_up() {
+        let reason =
+            format!("catching up with the log: the live view (histories, item facts) is at offset {at} of {to}");
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "starting".into(), reason: Some(reason) }))
+            .into_response();
+    }
+    Json(Health { status: "ready".into(), reason: None }).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

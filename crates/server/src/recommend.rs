@@ -105,6 +105,9 @@ pub struct Recommender {
     faults: Arc<Faults>,
     requests: AtomicU64,
     started_ms: i64,
+    /// The log's end when the server started: until the live view has read that far, histories
+    /// (and so `exclude_seen`) are incomplete and the server is not ready.
+    catch_up_to: AtomicU64,
 }
 
 impl std::fmt::Debug for Recommender {
@@ -144,7 +147,20 @@ impl Recommender {
             faults,
             requests: AtomicU64::new(0),
             started_ms: now_ms(),
+            catch_up_to: AtomicU64::new(0),
         }
+    }
+
+    /// Readiness waits until the live view has read the log up to `offset` (its end at start).
+    pub fn catch_up_to(&self, offset: u64) {
+        self.catch_up_to.store(offset, Ordering::Relaxed);
+    }
+
+    /// `None` once the live view has caught up with the log as it was at start, else how far
+    /// it is (offset read, offset to reach).
+    pub fn catching_up(&self) -> Option<(u64, u64)> {
+        let (at, to) = (self.live.next_offset(), self.catch_up_to.load(Ordering::Relaxed));
+        (at < to).then_some((at, to))
     }
 
     pub fn faults(&self) -> &Faults {
@@ -983,5 +999,38 @@ pub(crate) async fn watch_registry(recommender: Arc<Recommender>, interval: Dura
             Err(e) => tracing::error!(error = %e, "hot reload panicked"),
             Ok(Ok(_)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_engine::live::LiveConfig;
+
+    #[test]
+    fn not_caught_up_until_the_live_view_reads_the_log_as_it_was_at_start() {
+        let live = Arc::new(Live::new(LiveConfig::default()));
+        let rec = Recommender::new(live.clone(), BTreeMap::new(), "default".into(), PathBuf::new(), Arc::default());
+        assert_eq!(rec.catching_up(), None, "an empty log at start: ready at once");
+        rec.catch_up_to(3);
+        assert_eq!(rec.catching_up(), Some((0, 3)));
+        let event = |i: u64| {
+            let at = Timestamp(i as i64);
+            (
+                i,
+                Record::Event(Event {
+                    id: None,
+                    event_type: "click".into(),
+                    ts: at,
+                    user: Some("u".into()),
+                    item: Some("i".into()),
+                    fields: Vec::new(),
+                }),
+            )
+        };
+        live.apply(&[event(0), event(1)]);
+        assert_eq!(rec.catching_up(), Some((2, 3)));
+        live.apply(&[event(2), event(3)]);
+        assert_eq!(rec.catching_up(), None, "records written since start do not hold readiness back");
     }
 }
