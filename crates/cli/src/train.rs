@@ -3,6 +3,7 @@
 use crate::evaluate::report_metrics;
 use crate::project::Project;
 use anyhow::{Result, bail};
+use cascade_core::config::FeatureScale;
 use cascade_engine::ranking::{self, Catalogue, Rankers, RankingParams};
 use cascade_engine::training::{self, ItemTokens, ModelKind, matrix};
 use cascade_eval::Split;
@@ -128,7 +129,7 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
                 &data.tokens,
                 &data.released_at,
                 &evaluations,
-                project.config.train.ranker_users,
+                &project.config.train,
                 args,
             ) {
                 eprintln!("warning: the rankers are not trained: {e:#}");
@@ -167,7 +168,7 @@ fn rankers(
     tokens: &ItemTokens,
     released_at: &std::collections::HashMap<String, i64>,
     evaluations: &[training::Evaluation],
-    max_users: usize,
+    train: &cascade_core::config::TrainConfig,
     args: &TrainArgs,
 ) -> Result<()> {
     let models = &evaluations.iter().map(|e| e.kind.name()).collect::<Vec<_>>();
@@ -178,7 +179,15 @@ fn rankers(
         .filter(|(name, _)| models.contains(&name.as_str()) || (name.as_str() == "trending" && models.contains(&"pop")))
         .map(|(n, q)| (n.clone(), *q))
         .collect();
-    let params = RankingParams { quotas, k: args.k, max_users, ..defaults };
+    let scale = train.ranker_features;
+    let params = RankingParams {
+        quotas,
+        k: args.k,
+        max_users: train.ranker_users,
+        relative: scale != FeatureScale::Absolute,
+        absolute: scale != FeatureScale::Relative,
+        ..defaults
+    };
     let catalogue = Catalogue { tokens: tokens.clone(), released_at: released_at.clone() };
     let retrieval = evaluations.iter().map(|e| (e.kind, e.params.clone())).collect();
     let quiet = args.json;

@@ -127,6 +127,20 @@ pub struct TrainConfig {
     pub rankers: bool,
     /// Most users per ranker training period (a seeded sample beyond it).
     pub ranker_users: usize,
+    /// How the rankers see per-candidate features: as within-request percentiles, as they are,
+    /// or both (twice the columns).
+    pub ranker_features: FeatureScale,
+}
+
+/// `[train] ranker_features`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureScale {
+    /// Positions among the request's candidates (`_pct`): they do not drift between periods.
+    #[default]
+    Relative,
+    Absolute,
+    Both,
 }
 
 impl Default for TrainConfig {
@@ -140,6 +154,7 @@ impl Default for TrainConfig {
             models: ["pop", "itemknn", "als", "bpr", "content"].into_iter().map(String::from).collect(),
             rankers: true,
             ranker_users: 20_000,
+            ranker_features: FeatureScale::Relative,
         }
     }
 }

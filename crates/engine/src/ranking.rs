@@ -96,9 +96,10 @@ pub struct RankingParams {
     /// periods (a quiet month, a refit model), so a ranker trained on one period misreads the
     /// next; positions within the request do not drift.
     pub relative: bool,
-    /// Also keep those features as they are, beside their percentiles: counts and scores carry
-    /// what a position cannot (a candidate's popularity on its own scale), and the GBDT learns
-    /// which of the two to trust. Without `relative`, the only form.
+    /// Also keep those features as they are, beside their percentiles (`[train]
+    /// ranker_features = "both"`): counts and scores carry what a position cannot, and the GBDT
+    /// picks; on MovieLens it ranks worse than percentiles alone. Without `relative`, the only
+    /// form.
     pub absolute: bool,
     /// Heavy-ranker configurations tried (each with early stopping on the holdout).
     pub grid: Vec<gbdt::Params>,
@@ -136,7 +137,7 @@ impl Default for RankingParams {
             period_fraction: 0.1,
             max_users: 20_000,
             relative: true,
-            absolute: true,
+            absolute: false,
             grid: vec![heavy(0.05, 31, 50), heavy(0.05, 15, 100), heavy(0.03, 63, 50)],
             light: LinearParams::default(),
             calibration: Method::Isotonic,

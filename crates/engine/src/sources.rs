@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(decode_list(&encode_list(&[])), Some(Vec::new()));
         assert_eq!(decode_list(&bytes[..bytes.len() - 1]), None, "torn");
         assert_eq!(decode_list(&[]), None);
-        let mut other = bytes.clone();
+        let mut other = bytes;
         other[0] = 2;
         assert_eq!(decode_list(&other), None, "another format");
     }

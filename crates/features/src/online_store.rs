@@ -60,11 +60,13 @@ enum Backend {
     Redis(Box<Redis>),
 }
 
+/// Blobs (see [`OnlineStore::put_blobs`]) by name, with their expiry.
+type Blobs = HashMap<String, (Arc<[u8]>, Instant)>;
+
 #[derive(Debug)]
 struct Embedded {
     online: RwLock<OnlineEngine>,
-    /// Blobs (see [`OnlineStore::put_blobs`]) with their expiry.
-    blobs: RwLock<HashMap<String, (Arc<[u8]>, Instant)>>,
+    blobs: RwLock<Blobs>,
     /// The offset of the last checkpoint written (or loaded): the log must keep what follows it.
     checkpointed: AtomicU64,
 }

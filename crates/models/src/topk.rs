@@ -65,7 +65,7 @@ pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]
             taken.push((i, s));
         }
     }
-    if taken.iter().any(|&(_, s)| !(s > 0.0)) {
+    if taken.iter().any(|&(_, s)| s < 0.0 || s.is_nan()) {
         for &(i, s) in &taken {
             scores[i as usize] = s;
         }

@@ -179,6 +179,15 @@ impl Recommender {
         self.previous.read().expect("poisoned").clone()
     }
 
+    /// The bundle a request is served by: the current one, unless its rankers are missing and
+    /// a previous one has them (see [`cascade`]).
+    fn serving_bundle(&self) -> Option<Arc<Serving>> {
+        match (self.current(), self.previous()) {
+            (Some(current), Some(previous)) if !current.has_rankers() => Some(previous),
+            (current, _) => current,
+        }
+    }
+
     /// Puts a loaded bundle into service; requests in flight finish on the one they started with.
     pub fn install(&self, serving: Arc<Serving>) {
         let version = serving.version();
@@ -948,7 +957,9 @@ pub(crate) async fn precompute(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(serving) = recommender.current() else { continue };
+        // For the bundle that serves: the current one, or the previous one while the current
+        // one's rankers are missing (requests read the lists of the version serving them).
+        let Some(serving) = recommender.serving_bundle() else { continue };
         let mut jobs: BTreeMap<String, usize> = BTreeMap::new();
         for pipeline in recommender.pipelines.values() {
             for source in &pipeline.config.precomputed {

@@ -384,6 +384,49 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
         // v3 (no rankers) is the latest; after the restart v2's cascade serves, its features from Redis.
         assert_eq!(r["path"]["fallbacks"], json!(["ranker_missing", "previous_version"]), "{r}");
         assert_eq!(r["model_version"], 2);
+
+        // bpr's lists are precomputed for v2, the version serving, into Redis; requests read
+        // them from there: a list planted in Redis is what the bpr source proposes.
+        let list_key = format!("{prefix}#blob:lists:2:bpr:u3");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stored = loop {
+            let stored: Option<Vec<u8>> = redis::cmd("GET").arg(&list_key).query(&mut con).unwrap();
+            if let Some(stored) = stored {
+                break stored;
+            }
+            assert!(Instant::now() < deadline, "no precomputed bpr list for u3 in Redis");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let stored = cascade_engine::sources::decode_list(&stored).expect("a list in the current format");
+        assert!(!stored.is_empty());
+        let catalogue: Vec<String> = serde_json::from_str(
+            &std::fs::read_to_string(root.join("data/registry/bundles/000002/items.json")).unwrap(),
+        )
+        .unwrap();
+        let (_, before) = server.post("/v1/recommendations", &json!({"user": "u3", "k": 20})).await;
+        let planted: Vec<String> = ids(&before).into_iter().rev().collect();
+        let list: Vec<(u32, f32)> = planted
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (catalogue.iter().position(|c| c == id).unwrap() as u32, 1.0 - r as f32 / 100.0))
+            .collect();
+        let _: () = redis::cmd("SET")
+            .arg(&list_key)
+            .arg(cascade_engine::sources::encode_list(&list))
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut con)
+            .unwrap();
+        let (_, after) = server.post("/v1/recommendations", &json!({"user": "u3", "k": 20, "explain": true})).await;
+        let mut bpr_hits = 0;
+        for item in after["items"].as_array().unwrap() {
+            for hit in item["explain"]["hits"].as_array().unwrap().iter().filter(|h| h["source"] == "bpr") {
+                bpr_hits += 1;
+                let rank = hit["rank"].as_u64().unwrap() as usize;
+                assert_eq!(planted[rank], item["id"].as_str().unwrap(), "bpr proposes the planted list in order");
+            }
+        }
+        assert!(bpr_hits > 0, "the planted list's items were shown: {after}");
         server.stop().await;
         let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut con).unwrap();
         if !keys.is_empty() {
