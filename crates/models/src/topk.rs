@@ -16,15 +16,8 @@ pub fn top_k(scores: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
     if k == 0 || scores.is_empty() {
         return Vec::new();
     }
-    let sorted;
-    let exclude = if exclude.is_sorted() {
-        exclude
-    } else {
-        let mut v = exclude.to_vec();
-        v.sort_unstable();
-        sorted = v;
-        &sorted[..]
-    };
+    let exclude = sorted(exclude);
+    let exclude = &exclude[..];
     if k > 128 {
         return top_k_large(scores, k, exclude);
     }
@@ -78,15 +71,8 @@ pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]
     if k == 0 || scores.is_empty() {
         return Vec::new();
     }
-    let sorted;
-    let exclude = if exclude.is_sorted() {
-        exclude
-    } else {
-        let mut v = exclude.to_vec();
-        v.sort_unstable();
-        sorted = v;
-        &sorted[..]
-    };
+    let exclude = sorted(exclude);
+    let exclude = &exclude[..];
     let excluded = |i: u32| exclude.binary_search(&i).is_ok();
     // The k best by `rank_order` in a heap whose top is the worst kept: most items fail the one
     // comparison with it.
@@ -166,6 +152,17 @@ pub fn with_scores<T>(n: usize, f: impl FnOnce(&mut [f32]) -> (T, bool)) -> T {
         *clean = zeroed;
         out
     })
+}
+
+/// `exclude` in ascending order, for bisection (copied only when it is not already).
+fn sorted(exclude: &[u32]) -> std::borrow::Cow<'_, [u32]> {
+    if exclude.is_sorted() {
+        std::borrow::Cow::Borrowed(exclude)
+    } else {
+        let mut v = exclude.to_vec();
+        v.sort_unstable();
+        std::borrow::Cow::Owned(v)
+    }
 }
 
 fn top_k_large(scores: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
