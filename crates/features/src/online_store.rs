@@ -335,10 +335,13 @@ impl OnlineStore {
         match &self.backend {
             Backend::Embedded(e) => {
                 let now = Instant::now();
-                let mut blobs = e.blobs.write().expect("poisoned");
-                blobs.retain(|_, (_, expires)| *expires > now);
-                for (name, bytes) in entries {
-                    blobs.insert(name.clone(), (bytes.as_slice().into(), now + ttl));
+                e.blobs.write().expect("poisoned").retain(|_, (_, expires)| *expires > now);
+                // In chunks: a request reading its lists waits for one chunk, not a whole job.
+                for chunk in entries.chunks(1000) {
+                    let mut blobs = e.blobs.write().expect("poisoned");
+                    for (name, bytes) in chunk {
+                        blobs.insert(name.clone(), (bytes.as_slice().into(), now + ttl));
+                    }
                 }
                 Ok(())
             }
