@@ -425,10 +425,7 @@ fn is_cheap(name: &str) -> bool {
 /// Replaces each value by its position among the values, highest first, scaled to [0, 1] (ties
 /// share the first position; NaN stays NaN).
 fn percentiles(values: &mut [f64]) {
-    let mut keyed: Vec<(i64, usize)> =
-        values.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(r, &v)| (!total_key(v), r)).collect();
-    keyed.sort_unstable();
-    let rows: Vec<usize> = keyed.into_iter().map(|(_, r)| r).collect();
+    let rows: Vec<usize> = rank_desc(values).into_iter().filter(|&r| !values[r].is_nan()).collect();
     let scale = rows.len().saturating_sub(1).max(1) as f64;
     let mut out = Vec::with_capacity(rows.len());
     let mut at = 0;

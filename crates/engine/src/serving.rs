@@ -506,11 +506,8 @@ impl Serving {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by(|&a, &b| light[b].total_cmp(&light[a]).then(a.cmp(&b)));
         order.truncate(keep.unwrap_or(rankers.light_keep).max(1));
-        let kept_values: Arc<[f64]> = if order.len() == items.len() && order.iter().enumerate().all(|(j, &r)| j == r) {
-            values.into()
-        } else {
-            order.iter().flat_map(|&r| &values[r * n_features..(r + 1) * n_features]).copied().collect()
-        };
+        let kept_values: Arc<[f64]> =
+            order.iter().flat_map(|&r| &values[r * n_features..(r + 1) * n_features]).copied().collect();
         let heavy = rankers.heavy.predict_raw_batch(&kept_values);
         let mut ranked: Vec<RankedItem> = order
             .iter()

@@ -56,7 +56,7 @@ pub struct ContentBased {
 /// weights padded to `width` with a token that the profile holds at 0, so scoring the catalogue
 /// is one branch-free loop instead of a slice per item. Built when every item has at most
 /// [`Padded::MAX_WIDTH`] tokens and the vocabulary fits in u16.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 struct Padded {
     width: usize,
     tokens: Vec<u16>,
@@ -216,8 +216,8 @@ impl ContentBased {
         p
     }
 
-    /// Cosine of `profile` with every item vector: one pass over the item vectors in storage
-    /// order, summing each item's terms in the order [`ContentBased::cosine`] does.
+    /// Cosine of `profile` with every item vector, each item's terms summed in the order
+    /// [`ContentBased::cosine`] sums them (padded rows when the model has them).
     pub fn score_profile(&self, profile: &[f32], out: &mut [f32]) {
         let inv = inverse_norm(profile);
         if let Some(padded) = &self.padded
@@ -236,13 +236,9 @@ impl ContentBased {
             o.for_each(|x| *x = 0.0);
             return;
         }
-        let mut o = out.iter_mut();
-        for (span, o) in self.indptr.windows(2).zip(&mut o) {
-            let (t, v) = (&self.tokens[span[0]..span[1]], &self.weights[span[0]..span[1]]);
-            let s: f32 = t.iter().zip(v).map(|(&t, &v)| profile[t as usize] * v).sum();
-            *o = s * inv;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.cosine(profile, inv, i as u32);
         }
-        o.for_each(|x| *x = 0.0);
     }
 
     fn cosine(&self, profile: &[f32], inv_norm: f32, item: u32) -> f32 {

@@ -63,7 +63,8 @@ pub use io::{FORMAT_VERSION, Persist};
 pub use itemknn::{ItemKnn, ItemKnnParams};
 pub use popularity::{Popularity, PopularityKind};
 use rayon::prelude::*;
-pub use topk::{rank_order, take_top_k, top_k, with_scores};
+use topk::with_scores;
+pub use topk::{rank_order, top_k};
 
 /// A model that scores every catalogue item for a user.
 ///

@@ -49,7 +49,7 @@ pub fn top_k(scores: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
 /// exactly 0: the same items in the same order, at the cost of the touched items rather than
 /// the catalogue when no score is negative or NaN (sums of similarities; otherwise the full
 /// selection runs). Leaves every score at 0, ready for the next request's sums.
-pub fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
+pub(crate) fn take_top_k(scores: &mut [f32], touched: &[u32], k: usize, exclude: &[u32]) -> Vec<(u32, f32)> {
     // Each touched item once: its score is taken and zeroed, so a repeat reads 0 and is skipped.
     let mut taken: Vec<(u32, f32)> = Vec::new();
     for &i in touched {
@@ -139,7 +139,7 @@ thread_local! {
 /// Runs `f` with this thread's score buffer of `n` zeros (a catalogue-sized buffer per request
 /// would cost a fresh zeroed allocation, page faults included). `f` returns whether it left the
 /// buffer zeroed; if not (or if it panicked), the next use zeroes it first.
-pub fn with_scores<T>(n: usize, f: impl FnOnce(&mut [f32]) -> (T, bool)) -> T {
+pub(crate) fn with_scores<T>(n: usize, f: impl FnOnce(&mut [f32]) -> (T, bool)) -> T {
     SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
         let (buf, clean) = &mut *guard;

@@ -179,8 +179,8 @@ impl Recommender {
         self.previous.read().expect("poisoned").clone()
     }
 
-    /// The bundle a request is served by: the current one, unless its rankers are missing and
-    /// a previous one has them (see [`cascade`]).
+    /// The bundle requests are served by, and the precompute job computes for: the current one,
+    /// unless its rankers are missing and a previous one has them.
     fn serving_bundle(&self) -> Option<Arc<Serving>> {
         match (self.current(), self.previous()) {
             (Some(current), Some(previous)) if !current.has_rankers() => Some(previous),
@@ -451,14 +451,12 @@ async fn cascade(
     let rec = &state.recommender;
     let mut path = ServingPath::default();
     let history = rec.live.history(user);
-    let mut serving = rec.current();
-    if let Some(s) = &serving
-        && !s.has_rankers()
-    {
+    let current = rec.current();
+    let serving = rec.serving_bundle();
+    if current.as_ref().is_some_and(|c| !c.has_rankers()) {
         fallback(&mut path, "ranker_missing");
-        if let Some(previous) = rec.previous() {
+        if serving.as_ref().zip(current.as_ref()).is_some_and(|(s, c)| !Arc::ptr_eq(s, c)) {
             fallback(&mut path, "previous_version");
-            serving = Some(previous);
         }
     }
     let Some(serving) = serving else {
