@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -23,15 +24,6 @@ pub enum Error {
     Full(usize),
 }
 
-/// What a caller can do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The caller passed something wrong (parameters, a vector, an id).
-    InvalidInput,
-    /// A file could not be read or written, or is not a valid index.
-    Storage,
-}
-
 impl Error {
     pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
         let path = path.to_path_buf();
@@ -42,14 +34,17 @@ impl Error {
         Error::Corrupt { path: path.to_path_buf(), reason: reason.into() }
     }
 
+    /// What a caller can do about it (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } | Error::Corrupt { .. } | Error::UnsupportedVersion { .. } => ErrorKind::Storage,
-            Error::InvalidParams(_)
-            | Error::DimensionMismatch { .. }
-            | Error::NonFinite { .. }
-            | Error::DuplicateId(_)
-            | Error::Full(_) => ErrorKind::InvalidInput,
+            // A file could not be read or written, or is not an index this build reads.
+            Error::Io { .. } | Error::Corrupt { .. } | Error::UnsupportedVersion { .. } => ErrorKind::Internal,
+            // The caller passed something wrong: parameters, a vector, an id, one too many.
+            Error::InvalidParams(_) | Error::DimensionMismatch { .. } | Error::NonFinite { .. } | Error::Full(_) => {
+                ErrorKind::Invalid
+            }
+            // The id exists: the caller's view of the index is out of date.
+            Error::DuplicateId(_) => ErrorKind::Conflict,
         }
     }
 }

@@ -69,7 +69,8 @@ mod io;
 mod scratch;
 mod simd;
 
-pub use error::{Error, ErrorKind, Result};
+pub use cascade_core::ErrorKind;
+pub use error::{Error, Result};
 pub use filter::{Filter, IdSet};
 pub use index::{Hnsw, Metric, Params, brute_force};
 pub use io::FORMAT_VERSION;

@@ -42,6 +42,14 @@ pub enum ErrorCode {
     InvalidRecommendationRequest,
     /// The request names a pipeline that is not configured.
     UnknownPipeline,
+    /// A request that is not valid, where no more specific code applies; `details` names the field.
+    InvalidRequest,
+    /// What the request names does not exist, where no more specific code applies.
+    NotFound,
+    /// The request conflicts with the current state (a concurrent change); reread and retry.
+    Conflict,
+    /// A dependency is down or busy; retry later.
+    Unavailable,
     Internal,
 }
 
@@ -348,6 +356,9 @@ pub struct ServingPath {
     pub ranked_by: String,
     /// Served by the cold-start sources.
     pub cold_start: bool,
+    /// Candidates retrieval proposed (or the client gave) before ranking.
+    #[serde(default)]
+    pub candidates: usize,
     /// Why a fallback served, when one did (`no_bundle`, `ranker_missing`, `ranker_failed`,
     /// `ranker_timeout`, `features_unavailable`, `features_timeout`, `retrieval_failed`,
     /// `retrieval_timeout`, `index_missing`, `previous_version`).

@@ -2,9 +2,8 @@
 
 use crate::project::Project;
 use anyhow::{Context, Result};
+use cascade_bundle::{LoadedBundle, Request};
 use cascade_core::Record;
-use cascade_engine::bundle::LoadedBundle;
-use cascade_engine::candidates::Request;
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]

@@ -2,9 +2,10 @@
 
 use crate::project::Project;
 use anyhow::{Context, Result, bail};
-use cascade_engine::ranking::{self, CascadeEvaluation, Catalogue, RankingParams};
-use cascade_engine::training::{self, Evaluation, ModelKind, attribute_tokens};
+use cascade_bundle::attribute_tokens;
 use cascade_eval::{Report, Split};
+use cascade_training::ranking::{self, CascadeEvaluation, Catalogue, RankingParams};
+use cascade_training::retrieval::{self as training, Evaluation, ModelKind, report_metrics};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -63,7 +64,13 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
         }
         _ => {
             let project = Project::load(config)?;
-            let data = crate::dataset::from_log(&project)?;
+            let store = crate::open_store_read_only(&project)?;
+            let data = cascade_training::dataset::from_log(
+                &store,
+                &project.config.train.interactions,
+                format!("log:{}", project.data_dir().display()),
+            )?;
+            store.close()?;
             if data.rows.is_empty() {
                 bail!("no interactions in the event log (event types in [train] interactions)");
             }
@@ -142,22 +149,6 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
 
 /// A report's metrics under the names `--json` and bundle manifests use (named for K, e.g.
 /// `ndcg_at_10`).
-pub fn report_metrics(r: &Report, k: usize) -> Vec<(String, f64)> {
-    let mut out: Vec<(String, f64)> = [
-        ("ndcg", r.ndcg),
-        ("recall", r.recall),
-        ("hr", r.hr),
-        ("mrr", r.mrr),
-        ("map", r.map),
-        ("coverage", r.coverage),
-    ]
-    .into_iter()
-    .map(|(metric, value)| (format!("{metric}_at_{k}"), value))
-    .collect();
-    out.push(("novelty".into(), r.novelty));
-    out
-}
-
 /// `object` with a report's metrics added.
 fn with_metrics(mut object: serde_json::Value, r: &Report, k: usize) -> serde_json::Value {
     if let Some(map) = object.as_object_mut() {

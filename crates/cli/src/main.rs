@@ -1,14 +1,11 @@
 //! `cascade`: the one binary of the Cascade platform.
 
-mod bench;
 mod candidates;
-mod dataset;
 mod evaluate;
 mod features;
 mod generate;
 mod import;
 mod load;
-mod loadgen;
 mod policy;
 mod project;
 mod quickstart;
@@ -33,8 +30,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "cascade",
     version,
-    about = "Real-time recommendations and decisions: events in, features, models, serving, experiments, monitoring.",
-    long_about = "Real-time recommendations and decisions in one binary.\n\n\
+    about = "Real-time recommendations: events in, features computed online and offline, models trained and served.",
+    long_about = "Real-time recommendations in one binary: durable event ingestion, a feature store, retrieval\n\
+        models and GBDT rankers trained into versioned bundles, and the serving cascade.\n\n\
         Start with `cascade quickstart`: it creates a project, fills it with a synthetic world and serves it.\n\
         Every command reads ./cascade.toml (or --config FILE); CASCADE__SECTION__KEY environment variables\n\
         override the file, and flags override both."
@@ -63,7 +61,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Serve the HTTP API (ingestion, catalogue, health, metrics) until Ctrl-C / SIGTERM.
+    /// Serve the HTTP API until Ctrl-C / SIGTERM: ingestion, catalogue, online features,
+    /// recommendations (the bundle in service, hot-reloaded), health and Prometheus metrics.
     Serve {
         /// HOST:PORT to listen on (overrides server.addr).
         #[arg(long)]
@@ -87,9 +86,6 @@ enum Command {
     Features(features::FeaturesCommand),
     /// init → generate (or import MovieLens) → train → serve, printing each step.
     Quickstart(quickstart::QuickstartArgs),
-    /// Benchmarks that print Cascade's figures beside a baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
     /// Print the resolved configuration (after file and environment layers) as TOML.
     Config,
     /// Print the OpenAPI document of the HTTP API.
@@ -125,7 +121,6 @@ fn main() -> Result<()> {
         Command::Models(cmd) => train::models(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Features(cmd) => features::run(cli.config.as_deref(), &cmd),
         Command::Quickstart(args) => quickstart::run(&args),
-        Command::Bench(cmd) => bench::run(cmd),
         Command::Config => {
             let project = Project::load(cli.config.as_deref())?;
             print!("{}", toml::to_string_pretty(&project.config)?);
@@ -138,16 +133,22 @@ fn main() -> Result<()> {
     }
 }
 
-/// Opens the project's store and serves until Ctrl-C or SIGTERM. `ready` is told the bound
-/// address (quickstart prints it).
-pub fn serve(project: &Project, ready: Option<&dyn Fn(std::net::SocketAddr)>) -> Result<()> {
+/// Opens the project's store and serves until Ctrl-C or SIGTERM.
+pub fn serve(project: &Project, ready: Option<Ready<'_>>) -> Result<()> {
     serve_until(project, ready, shutdown_signal())
 }
+
+/// Told the bound address and the node's recommender once the node runs (quickstart asks it
+/// for a sample); returns a future that runs beside the server.
+pub type Ready<'a> = &'a dyn Fn(
+    std::net::SocketAddr,
+    Arc<cascade_serving::Recommender>,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// [`serve`] until `shutdown` resolves (or Ctrl-C / SIGTERM).
 pub fn serve_until(
     project: &Project,
-    ready: Option<&dyn Fn(std::net::SocketAddr)>,
+    ready: Option<Ready<'_>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let shutdown = async move {
@@ -163,11 +164,19 @@ pub fn serve_until(
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!(%local, data_dir = %project.data_dir().display(), "serving");
-        match ready {
-            Some(f) => f(local),
-            None => eprintln!("cascade serving on http://{local} (Ctrl-C to stop)"),
+        let node = cascade_node::Node::start(&project.config, store, Arc::new(cascade_core::SystemClock)).await?;
+        let beside = match ready {
+            Some(f) => f(local, node.recommender().clone()),
+            None => {
+                eprintln!("cascade serving on http://{local} (Ctrl-C to stop)");
+                Box::pin(std::future::pending())
+            }
+        };
+        tokio::select! {
+            served = node.serve(listener, shutdown) => served?,
+            // The sample never ends the server: once it is done, the server serves on alone.
+            () = async { beside.await; std::future::pending::<()>().await } => {}
         }
-        cascade_server::run(&project.config, store, listener, shutdown).await?;
         anyhow::Ok(())
     })?;
     eprintln!("stopped; the event log is flushed and synced");

@@ -4,7 +4,11 @@ use crate::generate::{self, GenerateArgs};
 use crate::load;
 use crate::project::{self, CONFIG_FILE, Project};
 use anyhow::Result;
+use cascade_api::RecommendationRequest;
+use cascade_serving::Recommender;
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct QuickstartArgs {
@@ -68,92 +72,93 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
         // Only the sample request will come: any free port.
         project.config.server.addr = "127.0.0.1:0".into();
     }
-    // Serve, and ask the running server for one user's recommendations with their trace.
+    // Serve, and ask the running node for one user's recommendations with their trace.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let no_serve = args.no_serve;
     let stop = std::sync::Mutex::new(Some(stop));
-    crate::serve_until(
-        &project,
-        Some(&|addr| {
-            println!("[4/4] serve     http://{addr}");
-            let stop = stop.lock().expect("poisoned").take();
-            std::thread::spawn(move || {
-                if let Err(e) = sample(addr) {
-                    eprintln!("                (no sample recommendation: {e})");
+    let no_serve = args.no_serve;
+    let ready = move |addr: std::net::SocketAddr, recommender: Arc<Recommender>| {
+        println!("[4/4] serve     http://{addr}");
+        // Only --no-serve stops the server after the sample; otherwise the sender lives on in
+        // the node's task and the server serves until Ctrl-C.
+        let stop = stop.lock().ok().and_then(|mut s| s.take());
+        let sample: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+            match sample(&recommender).await {
+                Ok(user) => {
+                    if no_serve {
+                        println!("                stopped (--no-serve); run `cascade serve` to serve again");
+                        if let Some(stop) = stop {
+                            let _ = stop.send(());
+                        }
+                    } else {
+                        println!(
+                            "                try: curl -s http://{addr}/v1/recommendations -d '{{\"user\": \"{user}\", \"explain\": true}}'"
+                        );
+                        println!("                     curl -s http://{addr}/metrics   (Ctrl-C to stop)");
+                        // Keep the sender: dropping it would resolve the shutdown future.
+                        std::future::pending::<()>().await;
+                        drop(stop);
+                    }
                 }
-                if no_serve {
-                    println!("                stopped (--no-serve); run `cascade serve` to serve again");
-                    if let Some(stop) = stop {
+                Err(e) => {
+                    eprintln!("                (no sample recommendation: {e})");
+                    if no_serve && let Some(stop) = stop {
                         let _ = stop.send(());
                     }
-                } else {
-                    println!(
-                        "                try: curl -s http://{addr}/v1/recommendations -d '{{\"user\": \"{SAMPLE_USER}\", \"explain\": true}}'"
-                    );
-                    println!("                     curl -s http://{addr}/v1/items/i1/similar");
-                    println!("                     curl -s http://{addr}/metrics   (Ctrl-C to stop)");
+                    std::future::pending::<()>().await;
                 }
-            });
-        }),
-        async move {
-            let _ = stopped.await;
-        },
-    )
+            }
+        });
+        sample
+    };
+    crate::serve_until(&project, Some(&ready), async move {
+        // A dropped sender is not a request to stop.
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
 }
 
-/// The user the sample recommendation is for (the synthetic world's users are `u0`, `u1`, ...).
-const SAMPLE_USER: &str = "u1";
-
-/// Asks the server for `SAMPLE_USER`'s recommendations with `explain: true` and prints them.
-fn sample(addr: std::net::SocketAddr) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let response: serde_json::Value = runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let body = serde_json::json!({"user": SAMPLE_USER, "k": 5, "explain": true});
-        // The server replays the log into its live view at start; wait until it knows the user.
-        let mut last = serde_json::Value::Null;
-        for _ in 0..300 {
-            let r = client.post(format!("http://{addr}/v1/recommendations")).json(&body).send().await?;
-            last = r.json().await?;
-            if last["path"]["cold_start"] == false {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        anyhow::Ok(last)
-    })?;
-    let path = &response["path"];
+/// Waits until the node has read the log, then asks it for the most recently active user's
+/// recommendations with `explain: true` and prints them. Returns the user.
+async fn sample(recommender: &Recommender) -> Result<String> {
+    // The node replays the log into its live view at start: until then histories are partial.
+    while recommender.catching_up().is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some((user, _)) = recommender.live.recent_users(1).into_iter().next() else {
+        anyhow::bail!("no user has interacted yet");
+    };
+    // Historical data (MovieLens ends in 1998 or 2003): windowed features as of the user's
+    // latest interaction, not as of today, when there is one.
+    let last = recommender.live.history(&user).events.iter().map(|(ts, _)| *ts).max();
+    let mut request = RecommendationRequest { user: user.clone(), k: Some(5), explain: true, ..Default::default() };
+    if let Some(ts) = last {
+        request.context.insert("time".into(), serde_json::json!(ts + 1));
+    }
+    let response = recommender.recommend(request).await?;
+    let path = &response.path;
     println!(
-        "                POST /v1/recommendations {{\"user\": \"{SAMPLE_USER}\", \"k\": 5, \"explain\": true}}: bundle v{}, ranked by {}, sources {}",
-        response["model_version"],
-        path["ranked_by"].as_str().unwrap_or("?"),
-        path["sources"]
+        "                POST /v1/recommendations {{\"user\": \"{user}\", \"k\": 5, \"explain\": true}}: bundle v{}, ranked by {}, sources {:?}",
+        response.model_version.map_or("-".into(), |v| v.to_string()),
+        path.ranked_by,
+        path.sources
     );
-    for item in response["items"].as_array().into_iter().flatten() {
-        let trace = &item["explain"];
-        let hits: Vec<String> = trace["hits"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| format!("{}#{}", h["source"].as_str().unwrap_or("?"), h["rank"]))
-            .collect();
-        let reasons: Vec<String> = trace["reasons"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                format!("{} {:+.3}", r["feature"].as_str().unwrap_or("?"), r["contribution"].as_f64().unwrap_or(0.0))
-            })
-            .collect();
+    for item in &response.items {
+        let (hits, reasons) = item.explain.as_ref().map_or((Vec::new(), Vec::new()), |t| {
+            (
+                t.hits.iter().map(|h| format!("{}#{}", h.source, h.rank)).collect(),
+                t.reasons.iter().map(|r| format!("{} {:+.3}", r.feature, r.contribution)).collect(),
+            )
+        });
         println!(
             "                  {}. {:<8} p={:.3}  from {}  because {}{}",
-            item["position"].as_u64().unwrap_or(0) + 1,
-            item["id"].as_str().unwrap_or("?"),
-            item["score"].as_f64().unwrap_or(0.0),
+            item.position + 1,
+            item.id,
+            item.score,
             hits.join(", "),
             reasons.join(", "),
-            if item["explored"] == true { "  (explored)" } else { "" }
+            if item.explored { "  (explored)" } else { "" }
         );
     }
-    Ok(())
+    Ok(user)
 }

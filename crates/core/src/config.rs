@@ -30,6 +30,18 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+impl ConfigError {
+    /// Always [`ErrorKind::Invalid`](crate::ErrorKind::Invalid): the configuration is the
+    /// operator's input, and fixing it is the only remedy.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            ConfigError::Parse { .. } | ConfigError::Env { .. } | ConfigError::Invalid { .. } => {
+                crate::ErrorKind::Invalid
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -371,29 +383,15 @@ impl From<FieldSpec> for String {
 
 /// The event type `cascade serve` logs impressions as: one event per shown item. Always declared
 /// (a config may declare it itself, with these fields at least).
-pub const IMPRESSION: &str = "impression";
+pub use crate::impression::IMPRESSION;
 
 fn impression_event() -> EventTypeConfig {
     EventTypeConfig {
         entities: vec![EntityKind::User, EntityKind::Item],
-        fields: [
-            ("request_id", "string"),
-            ("position", "int"),
-            ("score", "float"),
-            ("propensity", "float"),
-            ("explored", "bool"),
-            ("model_version", "int?"),
-            ("pipeline", "string"),
-            ("ranked_by", "string"),
-            ("greedy_rank", "int?"),
-            ("slots", "int"),
-            ("tail", "int"),
-            ("k", "int"),
-            ("feature_digest", "string?"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), v.parse().unwrap()))
-        .collect(),
+        fields: crate::impression::FIELDS
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.parse().expect("the impression's field types parse")))
+            .collect(),
     }
 }
 

@@ -24,7 +24,7 @@
 
 use crate::config::{Config, ConfigError, EntityKind, EventTypeConfig, FieldSpec};
 use crate::time::Timestamp;
-use crate::value::{FieldType, Value};
+use crate::value::{FieldType, Value, ValueError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -266,19 +266,19 @@ pub enum ConfigValue {
 impl ConfigValue {
     /// The literal as a value of type `ty`; integers widen to floats, RFC 3339 strings become
     /// timestamps. Nothing else is coerced.
-    pub fn to_value(&self, ty: FieldType) -> Result<Value, String> {
+    pub fn to_value(&self, ty: FieldType) -> Result<Value, ValueError> {
         Ok(match (ty, self) {
             (FieldType::Bool, ConfigValue::Bool(b)) => Value::Bool(*b),
             (FieldType::Int, ConfigValue::Int(i)) => Value::Int(*i),
             (FieldType::Float, ConfigValue::Int(i)) => Value::Float(*i as f64),
             (FieldType::Float, ConfigValue::Float(f)) => Value::Float(*f),
             (FieldType::String, ConfigValue::String(s)) => Value::String(s.clone()),
-            (FieldType::Timestamp, ConfigValue::String(s)) => {
-                Value::Timestamp(Timestamp::parse_rfc3339(s).map_err(|e| format!("bad timestamp `{s}`: {e}"))?)
-            }
+            (FieldType::Timestamp, ConfigValue::String(s)) => Value::Timestamp(
+                Timestamp::parse_rfc3339(s).map_err(|e| ValueError::new(format!("bad timestamp `{s}`: {e}")))?,
+            ),
             (FieldType::Timestamp, ConfigValue::Int(ms)) if *ms >= 0 => Value::Timestamp(Timestamp(*ms)),
             (FieldType::StringList, ConfigValue::List(l)) => Value::StringList(l.clone()),
-            _ => return Err(format!("expected {ty}, got {}", self.kind())),
+            _ => return Err(ValueError::new(format!("expected {ty}, got {}", self.kind()))),
         })
     }
 
@@ -757,7 +757,7 @@ fn resolve_feature(
         refuse(f.ttl.is_some(), "ttl")?;
     }
     let default = match &f.default {
-        Some(v) => Some(v.to_value(ty).or_else(|e| err(format!("{fkey}.default"), e))?),
+        Some(v) => Some(v.to_value(ty).or_else(|e| err(format!("{fkey}.default"), e.reason))?),
         None => match agg {
             A::Count | A::DistinctCount => Some(Value::Int(0)),
             A::Sum | A::DecayedCount => Some(Value::Float(0.0)),
@@ -857,7 +857,7 @@ impl<'a> Source<'a> {
             if matches!(ty, FieldType::StringList) {
                 return err(fkey, "string_list fields cannot be filtered on");
             }
-            out.push((field.clone(), literal.to_value(ty).or_else(|e| err(&fkey, e))?));
+            out.push((field.clone(), literal.to_value(ty).or_else(|e| err(&fkey, e.reason))?));
         }
         Ok(out)
     }

@@ -2,7 +2,10 @@
 //! that validates input, and the project configuration.
 //!
 //! Invariant: nothing here does I/O. Callers read files, the environment and the network and hand
-//! the bytes in.
+//! the bytes in. (Reading the system clock, [`SystemClock`], is the one concession.)
+//!
+//! Also the vocabulary the other crates share for failure ([`ErrorKind`]: every crate's `Error`
+//! has a `kind()`) and for the time ([`Clock`]).
 //!
 //! ```
 //! use cascade_core::{Config, Schema};
@@ -16,18 +19,24 @@
 //! assert_eq!(event.event_type, "play");
 //! ```
 
+pub mod clock;
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod features;
+pub mod impression;
 pub mod interactions;
 pub mod schema;
 pub mod time;
 pub mod value;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, FsyncPolicy};
+pub use error::ErrorKind;
 pub use event::{Event, ItemRecord, Record, UserRecord};
 pub use features::{ResolvedFeature, ResolvedView, ViewConfig};
+pub use impression::{IMPRESSION, Impression, ImpressionError};
 pub use interactions::{Csr, IdMap, Interactions};
 pub use schema::{FieldError, Schema};
 pub use time::Timestamp;
-pub use value::{FieldType, Value};
+pub use value::{FieldType, Value, ValueError};

@@ -89,7 +89,7 @@ impl Schema {
                 errors.push(FieldError::new("ts", "required"));
                 None
             }
-            Some(t) => timestamp_from_json(t).map_err(|r| errors.push(FieldError::new("ts", r))).ok(),
+            Some(t) => timestamp_from_json(t).map_err(|e| errors.push(FieldError::new("ts", e.reason))).ok(),
         };
         let user = optional_id(obj.get("user"), "user", &mut errors);
         let item = optional_id(obj.get("item"), "item", &mut errors);
@@ -239,7 +239,7 @@ fn typed_fields(
             }
             Some(v) => match Value::from_json(spec.ty, v) {
                 Ok(value) => out.push((name.clone(), value)),
-                Err(reason) => errors.push(FieldError::new(format!("{prefix}.{name}"), reason)),
+                Err(e) => errors.push(FieldError::new(format!("{prefix}.{name}"), e.reason)),
             },
         }
     }
@@ -284,7 +284,7 @@ fn optional_bool(v: Option<&serde_json::Value>, field: &str, errors: &mut Vec<Fi
 }
 
 fn optional_ts(v: Option<&serde_json::Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<Timestamp> {
-    timestamp_from_json(v?).map_err(|r| errors.push(FieldError::new(field, r))).ok()
+    timestamp_from_json(v?).map_err(|e| errors.push(FieldError::new(field, e.reason))).ok()
 }
 
 #[cfg(test)]

@@ -22,6 +22,16 @@ impl Timestamp {
         self.0
     }
 
+    /// The current wall-clock time (clamped to the epoch if the system clock is before it).
+    ///
+    /// Event time never comes from here; this is for things like "when was this bundle made" or
+    /// "how stale is this". Code that needs a testable notion of now takes a
+    /// [`Clock`](crate::Clock) instead.
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// Seconds since the epoch, as MovieLens and most CSV exports write them.
     pub fn from_secs(secs: i64) -> Option<Self> {
         let ms = secs.checked_mul(1000)?;

@@ -1,5 +1,6 @@
 //! Typed field values and the types a schema declares.
 
+use crate::error::ErrorKind;
 use crate::time::Timestamp;
 use std::fmt;
 use std::str::FromStr;
@@ -54,6 +55,25 @@ impl fmt::Display for FieldType {
     }
 }
 
+/// Why a JSON or configuration literal is not a value of the declared type. The message is the
+/// reason only (no field name): callers know which field they converted and prefix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ValueError {
+    pub reason: String,
+}
+
+impl ValueError {
+    pub fn new(reason: impl Into<String>) -> Self {
+        ValueError { reason: reason.into() }
+    }
+
+    /// Always [`ErrorKind::Invalid`]: the value came from the caller.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
+}
+
 /// A validated value of a declared [`FieldType`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -79,9 +99,9 @@ impl Value {
 
     /// Converts a JSON value to the declared type, or says why it cannot.
     /// Integers are accepted where a float is declared; nothing else is coerced.
-    pub fn from_json(ty: FieldType, v: &serde_json::Value) -> Result<Value, String> {
+    pub fn from_json(ty: FieldType, v: &serde_json::Value) -> Result<Value, ValueError> {
         use serde_json::Value as J;
-        let mismatch = || format!("expected {ty}, got {}", json_kind(v));
+        let mismatch = || ValueError::new(format!("expected {ty}, got {}", json_kind(v)));
         Ok(match (ty, v) {
             (FieldType::Bool, J::Bool(b)) => Value::Bool(*b),
             (FieldType::Int, J::Number(n)) => Value::Int(n.as_i64().ok_or_else(mismatch)?),
@@ -94,7 +114,9 @@ impl Value {
                     .enumerate()
                     .map(|(i, x)| match x {
                         J::String(s) => Ok(s.clone()),
-                        other => Err(format!("element {i}: expected string, got {}", json_kind(other))),
+                        other => {
+                            Err(ValueError::new(format!("element {i}: expected string, got {}", json_kind(other))))
+                        }
                     })
                     .collect::<Result<_, _>>()?,
             ),
@@ -116,17 +138,21 @@ impl Value {
 }
 
 /// A timestamp in JSON: an RFC 3339 string or integer milliseconds since the epoch.
-pub fn timestamp_from_json(v: &serde_json::Value) -> Result<Timestamp, String> {
-    match v {
-        serde_json::Value::String(s) => Timestamp::parse_rfc3339(s).map_err(|e| format!("bad timestamp `{s}`: {e}")),
+pub fn timestamp_from_json(v: &serde_json::Value) -> Result<Timestamp, ValueError> {
+    let reason = match v {
+        serde_json::Value::String(s) => match Timestamp::parse_rfc3339(s) {
+            Ok(t) => return Ok(t),
+            Err(e) => format!("bad timestamp `{s}`: {e}"),
+        },
         serde_json::Value::Number(n) => match n.as_i64() {
-            Some(ms) if (0..=crate::time::MAX_MILLIS).contains(&ms) => Ok(Timestamp(ms)),
-            _ => Err(format!("bad timestamp {n}: integer milliseconds since 1970 expected, between 0 and year 9999")),
+            Some(ms) if (0..=crate::time::MAX_MILLIS).contains(&ms) => return Ok(Timestamp(ms)),
+            _ => format!("bad timestamp {n}: integer milliseconds since 1970 expected, between 0 and year 9999"),
         },
         other => {
-            Err(format!("bad timestamp: expected an RFC 3339 string or integer milliseconds, got {}", json_kind(other)))
+            format!("bad timestamp: expected an RFC 3339 string or integer milliseconds, got {}", json_kind(other))
         }
-    }
+    };
+    Err(ValueError::new(reason))
 }
 
 pub fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -149,16 +175,21 @@ mod tests {
     #[test]
     fn converts_and_refuses() {
         assert_eq!(Value::from_json(FieldType::Float, &json!(4)), Ok(Value::Float(4.0)));
-        assert_eq!(Value::from_json(FieldType::Int, &json!(4.5)), Err("expected int, got float".to_string()));
-        assert_eq!(Value::from_json(FieldType::String, &json!(3)), Err("expected string, got integer".to_string()));
+        assert_eq!(Value::from_json(FieldType::Int, &json!(4.5)), Err(ValueError::new("expected int, got float")));
+        assert_eq!(
+            Value::from_json(FieldType::String, &json!(3)),
+            Err(ValueError::new("expected string, got integer"))
+        );
         assert_eq!(
             Value::from_json(FieldType::StringList, &json!(["a", 1])),
-            Err("element 1: expected string, got integer".to_string())
+            Err(ValueError::new("element 1: expected string, got integer"))
         );
         assert_eq!(
             Value::from_json(FieldType::Timestamp, &json!("1970-01-01T00:00:01Z")),
             Ok(Value::Timestamp(Timestamp(1000)))
         );
-        assert!(Value::from_json(FieldType::Timestamp, &json!(-5)).is_err());
+        let err = Value::from_json(FieldType::Timestamp, &json!(-5)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(err.to_string().starts_with("bad timestamp -5:"), "{err}");
     }
 }

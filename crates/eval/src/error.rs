@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -23,17 +24,6 @@ pub enum Error {
     NoEvalUsers,
 }
 
-/// What a caller can do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The input files could not be read.
-    Io,
-    /// The input (files, fraction or data) is unusable as given.
-    InvalidInput,
-    /// The caller (a model or its glue) produced lists that break the protocol: a bug.
-    Contract,
-}
-
 impl Error {
     pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.to_path_buf();
@@ -44,11 +34,15 @@ impl Error {
         Error::Malformed { path: path.to_path_buf(), line, reason: reason.into() }
     }
 
+    /// What a caller can do about it (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } => ErrorKind::Io,
-            Error::Malformed { .. } | Error::InvalidFraction(_) | Error::NoEvalUsers => ErrorKind::InvalidInput,
-            Error::InvalidRecommendations(_) => ErrorKind::Contract,
+            // The input files could not be read.
+            Error::Io { .. } => ErrorKind::Internal,
+            // The input (files, fraction or data) is unusable as given.
+            Error::Malformed { .. } | Error::InvalidFraction(_) | Error::NoEvalUsers => ErrorKind::Invalid,
+            // The caller (a model or its glue) produced lists that break the protocol: a bug.
+            Error::InvalidRecommendations(_) => ErrorKind::Internal,
         }
     }
 }

@@ -37,7 +37,8 @@ pub mod metrics;
 pub mod offpolicy;
 pub mod protocol;
 
-pub use error::{Error, ErrorKind, Result};
+pub use cascade_core::ErrorKind;
+pub use error::{Error, Result};
 pub use protocol::{
     Report, Row, Split, SplitStats, TEST_FRACTION, compare_ids, evaluate, read_tsv, recommend_all, top_k_excluding_seen,
 };

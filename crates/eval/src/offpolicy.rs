@@ -428,7 +428,7 @@ mod tests {
         ] {
             for estimator in [ips, snips] {
                 let err = estimator(&at(bad), None).unwrap_err();
-                assert_eq!(err.kind(), crate::ErrorKind::Contract);
+                assert_eq!(err.kind(), crate::ErrorKind::Internal);
                 let message = err.to_string();
                 assert!(message.contains("request 2, item 1: ") && message.contains(field), "{message}");
             }

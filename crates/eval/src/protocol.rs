@@ -704,11 +704,11 @@ mod tests {
         let bad = gz("bad.tsv.gz", "1\t10\t4\t100\n1\t11\t4\n");
         let e = Split::load(&bad, &test).unwrap_err();
         assert!(e.to_string().starts_with(&format!("{}:2: expected 4", bad.display())), "{e}");
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid);
         let bad = gz("bad2.tsv.gz", "1\t10\t4\tsoon\n");
         assert!(Split::load(&bad, &test).unwrap_err().to_string().contains(":1: timestamp \"soon\""));
         let e = Split::load(&dir.path().join("missing.tsv.gz"), &test).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Io);
+        assert_eq!(e.kind(), crate::ErrorKind::Internal);
         // Plain text without .gz.
         let plain = dir.path().join("plain.tsv");
         std::fs::write(&plain, "1\t10\t4\t100\n").unwrap();

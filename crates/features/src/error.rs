@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = FeatureError> = std::result::Result<T, E>;
@@ -37,38 +38,44 @@ pub enum FeatureError {
     Arrow(#[from] arrow_schema::ArrowError),
 }
 
-/// What a caller can do about an error; a server maps it to a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The definitions or the request are wrong.
-    Invalid,
-    NotFound,
-    /// The backing store (Redis) cannot be reached; retry later.
-    Unavailable,
-    /// Storage failed or the state does not match the log.
-    Internal,
-}
-
 impl FeatureError {
     pub fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> FeatureError {
         let path = path.as_ref().to_path_buf();
         move |source| FeatureError::Io { path, source }
     }
 
+    /// What a caller can do about it (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
+            // The definitions or the request are wrong.
             FeatureError::Definition(_) | FeatureError::MissingKey { .. } | FeatureError::RowMissingKey { .. } => {
                 ErrorKind::Invalid
             }
-            FeatureError::Redis(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+            FeatureError::UnknownView(_) | FeatureError::UnknownFeature { .. } => ErrorKind::NotFound,
+            // Redis cannot be reached, dropped the connection, timed out, or asked us to wait
+            // (BUSY, LOADING, TRYAGAIN, MASTERDOWN, CLUSTERDOWN): retry later.
+            FeatureError::Redis(e)
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry) =>
+            {
                 ErrorKind::Unavailable
             }
+            // Redis answered, with an error we caused (a bad command, wrong type under our key).
             FeatureError::Redis(_) => ErrorKind::Internal,
-            FeatureError::UnknownView(_) | FeatureError::UnknownFeature { .. } => ErrorKind::NotFound,
+            FeatureError::Store(e) => match e.kind() {
+                // An offset the feature state needs is gone from the log: our state is broken,
+                // not something the caller asked for that does not exist.
+                ErrorKind::NotFound => ErrorKind::Internal,
+                kind @ (ErrorKind::Invalid | ErrorKind::Conflict | ErrorKind::Unavailable | ErrorKind::Internal) => {
+                    kind
+                }
+            },
+            // Storage failed or the state does not match the log.
             FeatureError::Io { .. }
             | FeatureError::Corrupt { .. }
             | FeatureError::OffsetGap { .. }
-            | FeatureError::Store(_)
             | FeatureError::Parquet(_)
             | FeatureError::Arrow(_) => ErrorKind::Internal,
         }

@@ -150,9 +150,10 @@ mod state;
 
 pub use asof::as_of_join;
 pub use audit::{AuditReport, LoggedValue, LoggedVector, Mismatch, audit, context_value};
+pub use cascade_core::ErrorKind;
 pub use def::{Column, FeatureSet, Selection};
 pub use engine::{Engine, ViewStats};
-pub use error::{ErrorKind, FeatureError, Result};
+pub use error::{FeatureError, Result};
 pub use key::{Entities, EntityKey};
 pub use online::{CHECKPOINT_FILE, OnlineEngine};
 pub use online_store::{OnlineStore, Served};

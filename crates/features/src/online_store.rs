@@ -30,10 +30,11 @@ use crate::{FeatureValue, Status};
 use cascade_core::config::{FeaturesBackend, FeaturesStoreConfig};
 use cascade_core::features::{FieldRef, ViewSource};
 use cascade_core::{Record, Timestamp};
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// A batch read with what an audit needs to recompute it offline.
@@ -159,7 +160,7 @@ impl OnlineStore {
     /// The offset of the next log record to apply: everything below it is in the state.
     pub fn next_offset(&self) -> u64 {
         match &self.backend {
-            Backend::Embedded(e) => e.online.read().expect("poisoned").next_offset(),
+            Backend::Embedded(e) => e.online.read().next_offset(),
             Backend::Redis(r) => r.next_offset.load(Ordering::Relaxed),
         }
     }
@@ -189,7 +190,7 @@ impl OnlineStore {
         tracing::warn!(state = self.next_offset(), log = log_end, "feature state is ahead of the log; rebuilding");
         match &self.backend {
             Backend::Embedded(e) => {
-                e.online.write().expect("poisoned").reset();
+                e.online.write().reset();
                 e.checkpointed.store(0, Ordering::Relaxed);
             }
             Backend::Redis(r) => {
@@ -207,7 +208,7 @@ impl OnlineStore {
     pub async fn apply(&self, records: &[(u64, Record)]) -> Result<()> {
         match &self.backend {
             Backend::Embedded(e) => {
-                let mut online = e.online.write().expect("poisoned");
+                let mut online = e.online.write();
                 for (offset, record) in records {
                     online.apply(*offset, record)?;
                 }
@@ -236,7 +237,7 @@ impl OnlineStore {
         let plan = ReadPlan::new(&self.set, selection, rows)?;
         let (values, times, offset) = match &self.backend {
             Backend::Embedded(e) => {
-                let online = e.online.read().expect("poisoned");
+                let online = e.online.read();
                 let engine = online.engine();
                 let times: Vec<i64> =
                     plan.views.iter().map(|(vi, _)| at.0.max(engine.views[*vi].admission.watermark)).collect();
@@ -274,13 +275,13 @@ impl OnlineStore {
                 // Sweep under the write lock (it mutates), encode under a read lock (reads go on
                 // while a large state is encoded), write with no lock.
                 let swept = {
-                    let mut online = e.online.write().expect("poisoned");
+                    let mut online = e.online.write();
                     let before = online.engine().entity_count();
                     online.sweep();
                     before - online.engine().entity_count()
                 };
                 let (bytes, offset, dir) = {
-                    let online = e.online.read().expect("poisoned");
+                    let online = e.online.read();
                     let (bytes, offset) = online.encode_checkpoint();
                     (bytes, offset, online.data_dir().to_path_buf())
                 };
@@ -296,7 +297,7 @@ impl OnlineStore {
     pub async fn stats(&self) -> Result<Vec<(String, ViewStats)>> {
         match &self.backend {
             Backend::Embedded(e) => {
-                let online = e.online.read().expect("poisoned");
+                let online = e.online.read();
                 self.set.views().iter().map(|v| Ok((v.name.clone(), online.stats(&v.name)?))).collect()
             }
             Backend::Redis(r) => {
@@ -335,10 +336,10 @@ impl OnlineStore {
         match &self.backend {
             Backend::Embedded(e) => {
                 let now = Instant::now();
-                e.blobs.write().expect("poisoned").retain(|_, (_, expires)| *expires > now);
+                e.blobs.write().retain(|_, (_, expires)| *expires > now);
                 // In chunks: a request reading its lists waits for one chunk, not a whole job.
                 for chunk in entries.chunks(1000) {
-                    let mut blobs = e.blobs.write().expect("poisoned");
+                    let mut blobs = e.blobs.write();
                     for (name, bytes) in chunk {
                         blobs.insert(name.clone(), (bytes.as_slice().into(), now + ttl));
                     }
@@ -368,7 +369,7 @@ impl OnlineStore {
         match &self.backend {
             Backend::Embedded(e) => {
                 let now = Instant::now();
-                let blobs = e.blobs.read().expect("poisoned");
+                let blobs = e.blobs.read();
                 Ok(names
                     .iter()
                     .map(|n| blobs.get(n).filter(|(_, expires)| *expires > now).map(|(b, _)| b.clone()))
@@ -390,7 +391,7 @@ impl OnlineStore {
     pub async fn clear(&self) -> Result<()> {
         match &self.backend {
             Backend::Embedded(e) => {
-                e.online.write().expect("poisoned").reset();
+                e.online.write().reset();
                 Ok(())
             }
             Backend::Redis(r) => {

@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -25,28 +26,20 @@ pub enum Error {
     Version { found: u32, supported: u32 },
 }
 
-/// What a caller can do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The caller passed bad parameters or data: fix the request.
-    BadInput,
-    /// A stored model is unreadable: retrain or pick another bundle.
-    Corrupt,
-    /// The file system failed.
-    Internal,
-}
-
 impl Error {
     pub fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.as_ref().to_path_buf();
         move |source| Error::Io { path, source }
     }
 
+    /// What a caller can do about it (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidParams(_) | Error::InvalidInput(_) => ErrorKind::BadInput,
-            Error::Format(_) | Error::Version { .. } => ErrorKind::Corrupt,
-            Error::Io { .. } | Error::Stream(_) => ErrorKind::Internal,
+            // Bad parameters or data: fix the request.
+            Error::InvalidParams(_) | Error::InvalidInput(_) => ErrorKind::Invalid,
+            // A stored model is unreadable or from another format version: retrain or pick
+            // another bundle. The file system failing is ours too.
+            Error::Format(_) | Error::Version { .. } | Error::Io { .. } | Error::Stream(_) => ErrorKind::Internal,
         }
     }
 }

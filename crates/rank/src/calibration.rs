@@ -127,10 +127,9 @@ impl Calibrator {
     }
 }
 
-impl Artifact for Calibrator {
-    const KIND: &'static str = "calibrator";
-
-    fn check(&self) -> Result<(), String> {
+impl Calibrator {
+    /// Why a loaded model is unusable, if it is.
+    fn invariants(&self) -> Result<(), String> {
         match self {
             Calibrator::Identity => Ok(()),
             Calibrator::Platt { a, b } => {
@@ -156,6 +155,14 @@ impl Artifact for Calibrator {
                 Ok(())
             }
         }
+    }
+}
+
+impl Artifact for Calibrator {
+    const KIND: &'static str = "calibrator";
+
+    fn check(&self) -> Result<()> {
+        self.invariants().map_err(|reason| Error::format(Self::KIND, reason))
     }
 }
 

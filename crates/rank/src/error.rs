@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,18 @@ impl Error {
 
     pub fn format(what: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Format { what: what.into(), reason: reason.into() }
+    }
+
+    /// What a caller can do about it (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            // Training inputs or parameters the caller passed.
+            Error::Invalid { .. } => ErrorKind::Invalid,
+            // A model file that does not read back: ours (a bundle) or an imported one. The
+            // variant cannot tell them apart, so it is not blamed on the caller; an endpoint that
+            // imports a model the request carries should answer `Invalid` itself.
+            Error::Format { .. } | Error::Io { .. } => ErrorKind::Internal,
+        }
     }
 }
 

@@ -23,8 +23,8 @@ pub trait Artifact: Serialize + DeserializeOwned {
     /// The `kind` written in the file.
     const KIND: &'static str;
 
-    /// Checks invariants after loading.
-    fn check(&self) -> Result<(), String> {
+    /// Checks invariants after loading; a violation is an [`Error::Format`] naming `KIND`.
+    fn check(&self) -> Result<()> {
         Ok(())
     }
 
@@ -63,7 +63,7 @@ pub trait Artifact: Serialize + DeserializeOwned {
         }
         let model = body.get("model").cloned().unwrap_or_default();
         let model: Self = serde_json::from_value(model).map_err(|e| Error::format(Self::KIND, e.to_string()))?;
-        model.check().map_err(|reason| Error::format(Self::KIND, reason))?;
+        model.check()?;
         Ok(model)
     }
 
@@ -83,7 +83,7 @@ pub trait Artifact: Serialize + DeserializeOwned {
 impl Artifact for crate::tree::Forest {
     const KIND: &'static str = "forest";
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<()> {
         self.validate()
     }
 }

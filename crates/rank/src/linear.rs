@@ -122,10 +122,9 @@ impl Linear {
     }
 }
 
-impl Artifact for Linear {
-    const KIND: &'static str = "linear";
-
-    fn check(&self) -> Result<(), String> {
+impl Linear {
+    /// Why a loaded model is unusable, if it is.
+    fn invariants(&self) -> Result<(), String> {
         let n = self.weights.len();
         if n == 0 {
             return Err("a linear model needs at least one feature".into());
@@ -149,6 +148,14 @@ impl Artifact for Linear {
             return Err(format!("scales[{j}] is {}, must be > 0", self.scales[j]));
         }
         Ok(())
+    }
+}
+
+impl Artifact for Linear {
+    const KIND: &'static str = "linear";
+
+    fn check(&self) -> Result<()> {
+        self.invariants().map_err(|reason| Error::format(Self::KIND, reason))
     }
 }
 

@@ -3,6 +3,7 @@
 //! that made it (`<=` in doubles for LightGBM and ours, `<` in `f32` for XGBoost), so imported
 //! models score exactly as they do in their own library.
 
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which way a node sends a row.
@@ -126,8 +127,14 @@ impl Tree {
     }
 
     /// Checks that every child reference is in range and every node is reachable once, so a
-    /// loaded file cannot make prediction loop or index out of bounds.
-    pub fn validate(&self) -> Result<(), String> {
+    /// loaded file cannot make prediction loop or index out of bounds. A violation is an
+    /// [`Error::Format`] about the `tree`.
+    pub fn validate(&self) -> Result<()> {
+        self.check_structure().map_err(|reason| Error::format("tree", reason))
+    }
+
+    /// [`Tree::validate`]'s checks, with the bare reason (importers prefix their own context).
+    pub(crate) fn check_structure(&self) -> Result<(), String> {
         if self.leaves.len() != self.leaf_cover.len() {
             return Err(format!("{} leaves but {} leaf covers", self.leaves.len(), self.leaf_cover.len()));
         }
@@ -242,10 +249,16 @@ impl Forest {
         out
     }
 
-    /// Checks every tree and that splits only read features the forest declares.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every tree and that splits only read features the forest declares. A violation is
+    /// an [`Error::Format`] about the `forest`.
+    pub fn validate(&self) -> Result<()> {
+        self.check_structure().map_err(|reason| Error::format("forest", reason))
+    }
+
+    /// [`Forest::validate`]'s checks, with the bare reason (importers prefix their own context).
+    pub(crate) fn check_structure(&self) -> Result<(), String> {
         for (i, tree) in self.trees.iter().enumerate() {
-            tree.validate().map_err(|e| format!("tree {i}: {e}"))?;
+            tree.check_structure().map_err(|e| format!("tree {i}: {e}"))?;
             if let Some(f) = tree.max_feature()
                 && f as usize >= self.n_features()
             {
@@ -537,7 +550,9 @@ mod tests {
         let mut t = stump(Split::Le { threshold: 0.0 }, Missing::NaN, false);
         assert!(t.validate().is_ok());
         t.nodes[0].right = 0;
-        assert!(t.validate().is_err(), "a child pointing back at the root");
+        let err = t.validate().unwrap_err();
+        assert_eq!(err.to_string(), "tree: child 0 is referenced twice", "a child pointing back at the root");
+        assert_eq!(err.kind(), cascade_core::ErrorKind::Internal);
         let mut t = stump(Split::Le { threshold: 0.0 }, Missing::NaN, false);
         t.nodes[0].left = !5;
         assert!(t.validate().is_err());

@@ -22,7 +22,7 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-use cascade_core::Timestamp;
+use cascade_core::{ErrorKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -46,6 +46,19 @@ pub enum Error {
     NotFound(u64),
     #[error("invalid artifact name `{0}`: use letters, digits, '.', '-' and '_'")]
     BadName(String),
+}
+
+impl Error {
+    /// What a caller can do about it (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::BadName(_) => ErrorKind::Invalid,
+            // The file system failed, or a bundle does not match its manifest (or the manifest
+            // the build): the registry's state, not the request.
+            Error::Io { .. } | Error::Corrupt { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -260,11 +273,10 @@ impl BundleWriter {
         let lock = File::create(&lock_path).map_err(io(&lock_path))?;
         lock.lock().map_err(io(&lock_path))?;
         let version = self.registry.versions()?.last().copied().unwrap_or(0) + 1;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             version,
-            created_at: Timestamp(i64::try_from(now.as_millis()).unwrap_or(i64::MAX)).to_string(),
+            created_at: Timestamp::now().to_string(),
             code_version: env!("CARGO_PKG_VERSION").to_string(),
             draft,
             artifacts: self.artifacts.clone(),

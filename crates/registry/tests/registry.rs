@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use cascade_registry::{Error, ManifestDraft, ModelEntry, Registry, Trial};
 
 fn draft(artifact: &str) -> ManifestDraft {
@@ -36,7 +37,9 @@ fn versions_are_monotone_and_manifests_round_trip() {
     assert_eq!(b.manifest.draft, draft("als.bin"));
     assert_eq!(std::fs::read(b.artifact("als.bin").unwrap()).unwrap(), vec![2u8; 100]);
     assert_eq!(reg.latest().unwrap().unwrap().manifest.version, 3);
-    assert!(matches!(reg.get(9), Err(Error::NotFound(9))));
+    let err = reg.get(9).unwrap_err();
+    assert!(matches!(err, Error::NotFound(9)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
 #[test]
@@ -50,7 +53,9 @@ fn uncommitted_bundles_leave_nothing_and_bad_input_is_refused() {
     assert!(reg.list().unwrap().is_empty());
     assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
     let mut b = reg.begin().unwrap();
-    assert!(matches!(b.add_artifact("../escape", b"x"), Err(Error::BadName(_))));
+    let err = b.add_artifact("../escape", b"x").unwrap_err();
+    assert!(matches!(err, Error::BadName(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(matches!(b.add_artifact("manifest.json", b"x"), Err(Error::BadName(_))));
     let err = b.commit(draft("missing.bin")).unwrap_err();
     assert!(err.to_string().contains("never added"), "{err}");
@@ -65,7 +70,9 @@ fn tampered_artifacts_are_detected() {
     b.commit(draft("als.bin")).unwrap();
     let bundle = reg.get(1).unwrap();
     std::fs::write(bundle.dir.join("als.bin"), b"factorz").unwrap();
-    assert!(matches!(bundle.artifact("als.bin"), Err(Error::Corrupt { .. })));
+    let err = bundle.artifact("als.bin").unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Internal);
 }
 
 #[test]

@@ -7,13 +7,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use cascade_api::{ErrorCode, FieldProblem, Item, User};
-use cascade_core::{FieldError, ItemRecord, Record, Timestamp, UserRecord, Value};
+use cascade_core::{FieldError, ItemRecord, Record, UserRecord, Value};
 use std::collections::BTreeMap;
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
-}
 
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
     let body = body.map_err(|e| body_rejection(&e))?;
@@ -63,7 +58,7 @@ pub async fn put_item(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Item>, ApiError> {
     let body = json_body(body)?;
-    let item = state.schema.validate_item(&id, &body, now()).map_err(|e| {
+    let item = state.schema.validate_item(&id, &body, state.clock.now()).map_err(|e| {
         ApiError::new(ErrorCode::InvalidItem, format!("item `{id}` is invalid; nothing was written"))
             .with_details(problems(e))
     })?;
@@ -97,7 +92,7 @@ pub async fn put_user(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<User>, ApiError> {
     let body = json_body(body)?;
-    let user = state.schema.validate_user(&id, &body, now()).map_err(|e| {
+    let user = state.schema.validate_user(&id, &body, state.clock.now()).map_err(|e| {
         ApiError::new(ErrorCode::InvalidUser, format!("user `{id}` is invalid; nothing was written"))
             .with_details(problems(e))
     })?;

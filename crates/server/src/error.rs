@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cascade_api::{ErrorBody, ErrorCode, ErrorResponse, FieldProblem};
+use cascade_core::ErrorKind;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -33,23 +34,68 @@ fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnknownFeature
         | ErrorCode::InvalidFeatureRequest
         | ErrorCode::InvalidRecommendationRequest
-        | ErrorCode::UnknownPipeline => StatusCode::BAD_REQUEST,
+        | ErrorCode::UnknownPipeline
+        | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::BatchTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode::ItemNotFound | ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::StoreUnavailable | ErrorCode::FeatureStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ItemNotFound | ErrorCode::UserNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::StoreUnavailable | ErrorCode::FeatureStoreUnavailable | ErrorCode::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// The code of an error no more specific code describes: one per kind, no wildcard, so a new
+/// kind forces a decision here.
+fn code_of(kind: ErrorKind) -> ErrorCode {
+    match kind {
+        ErrorKind::Invalid => ErrorCode::InvalidRequest,
+        ErrorKind::NotFound => ErrorCode::NotFound,
+        ErrorKind::Conflict => ErrorCode::Conflict,
+        ErrorKind::Unavailable => ErrorCode::Unavailable,
+        ErrorKind::Internal => ErrorCode::Internal,
+    }
+}
+
+/// An engine error by its kind, logged when it is the server's fault or a dependency's.
+fn by_kind(kind: ErrorKind, e: &dyn std::fmt::Display) -> ApiError {
+    match kind {
+        ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict => {}
+        ErrorKind::Unavailable | ErrorKind::Internal => tracing::error!(error = %e, "request failed"),
+    }
+    ApiError::new(code_of(kind), e.to_string())
 }
 
 impl From<cascade_store::Error> for ApiError {
     fn from(e: cascade_store::Error) -> Self {
         let code = match e.kind() {
-            cascade_store::ErrorKind::Unavailable => ErrorCode::StoreUnavailable,
-            cascade_store::ErrorKind::NotFound | cascade_store::ErrorKind::Internal => ErrorCode::Internal,
+            ErrorKind::Unavailable => ErrorCode::StoreUnavailable,
+            kind @ (ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal) => {
+                code_of(kind)
+            }
         };
         tracing::error!(error = %e, "store error");
         ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<cascade_serving::Error> for ApiError {
+    fn from(e: cascade_serving::Error) -> Self {
+        use cascade_serving::Error as E;
+        let problem =
+            |field: &str, reason: &str| FieldProblem { index: None, field: field.into(), reason: reason.into() };
+        match &e {
+            E::InvalidRequest { field, reason } => {
+                ApiError::new(ErrorCode::InvalidRecommendationRequest, e.to_string())
+                    .with_details(vec![problem(field, reason)])
+            }
+            E::UnknownPipeline { .. } => ApiError::new(ErrorCode::UnknownPipeline, e.to_string())
+                .with_details(vec![problem("pipeline", "not configured")]),
+            E::ItemNotFound(_) => ApiError::new(ErrorCode::ItemNotFound, e.to_string()),
+            E::Config { .. } | E::Bundle(_) | E::Registry(_) | E::Features(_) | E::Internal(_) => by_kind(e.kind(), &e),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! `POST /v1/features`, and the background task that keeps the online feature state up with the
-//! event log.
+//! `POST /v1/features`: values with their event time, age and status, sampled into the served
+//! vector log. The node keeps the online state up with the log.
 
 use crate::ingest::body_rejection;
 use crate::{AppState, error::ApiError};
@@ -11,16 +11,13 @@ use cascade_api::{
     EntityFeatures, EntityIn, ErrorCode, FeatureStatus, FeatureValueOut, FeaturesRequest, FeaturesResponse,
     FieldProblem,
 };
-use cascade_core::{Record, Timestamp, Value};
-use cascade_features::{Entities, ErrorKind, FeatureError, LoggedVector, OnlineStore, Status};
-use cascade_store::Store;
+use cascade_core::ErrorKind;
+use cascade_core::Value;
+use cascade_features::{Entities, FeatureError, LoggedVector, OnlineStore, Status};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// Most log records applied per step; the embedded state is locked against reads while a step
-/// applies, so steps stay short.
-const BATCH: usize = 1000;
+use std::time::Instant;
 
 /// The online store and what serving it needs.
 pub struct Features {
@@ -67,38 +64,24 @@ impl Features {
         }
     }
 
-    /// Starts the task that appends sampled served vectors to `path`; it ends (flushed) after
-    /// [`Features::close_vector_log`].
-    pub(crate) fn open_vector_log(&self, path: std::path::PathBuf) -> Option<tokio::task::JoinHandle<()>> {
+    /// Opens the queue of sampled served vectors (one JSON line each), when vectors are sampled:
+    /// the node's writer drains it into [`VECTOR_LOG_FILE`] until [`Features::close_vector_log`].
+    pub fn open_vector_log(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
         if self.sample_rate <= 0.0 {
             return None;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        *self.vector_log.lock().expect("poisoned") = Some(tx);
-        Some(tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-            let mut out = match file {
-                Ok(f) => std::io::BufWriter::new(f),
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot open the feature vector log");
-                    return;
-                }
-            };
-            while let Some(line) = rx.blocking_recv() {
-                let mut ok = writeln!(out, "{line}").is_ok();
-                while let Ok(line) = rx.try_recv() {
-                    ok &= writeln!(out, "{line}").is_ok();
-                }
-                if !(ok && out.flush().is_ok()) {
-                    tracing::error!(path = %path.display(), "writing the feature vector log failed");
-                }
-            }
-        }))
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        *self.vector_log.lock() = Some(tx);
+        Some(rx)
     }
 
-    pub(crate) fn close_vector_log(&self) {
-        self.vector_log.lock().expect("poisoned").take();
+    /// The online feature store served.
+    pub fn store(&self) -> &Arc<OnlineStore> {
+        &self.store
+    }
+
+    pub fn close_vector_log(&self) {
+        self.vector_log.lock().take();
     }
 
     /// Whether this request's vectors are logged: a deterministic spread of `sample_rate`.
@@ -113,9 +96,9 @@ impl Features {
 
     /// Refreshes the lag gauges: records of the log not yet applied, and for how long the state
     /// has not been at the end of the log (0 when it is).
-    pub(crate) fn record_lag(&self, log_end: u64) {
+    pub fn record_lag(&self, log_end: u64) {
         let behind = log_end.saturating_sub(self.store.next_offset());
-        let mut at = self.caught_up_at.lock().expect("poisoned");
+        let mut at = self.caught_up_at.lock();
         if behind == 0 {
             *at = Instant::now();
         }
@@ -123,82 +106,6 @@ impl Features {
         let secs = if behind == 0 { 0.0 } else { at.elapsed().as_secs_f64() };
         metrics::gauge!("cascade_feature_engine_lag_seconds").set(secs);
     }
-}
-
-/// Applies new log records to the feature state every `poll`, checkpoints every `checkpoint`
-/// and tells the log's retention what the state still needs. Runs until aborted.
-pub(crate) async fn tail(store: Arc<Store>, features: Arc<Features>, poll: Duration, checkpoint: Duration) {
-    let online = features.store.clone();
-    if let Ok(stats) = store.log_stats()
-        && let Err(e) = online.reset_if_ahead(stats.next_offset).await
-    {
-        tracing::error!(error = %e, "feature state: checking against the log failed");
-    }
-    store.retain_from("features", online.retention_floor());
-    let mut last_checkpoint = Instant::now();
-    // Consecutive failures (Redis down, a log read error): retries back off up to 64 polls.
-    let mut failures = 0u32;
-    loop {
-        let next = online.next_offset();
-        let reader = store.clone();
-        let batch = tokio::task::spawn_blocking(move || {
-            reader.read_from(next).take(BATCH).collect::<cascade_store::Result<Vec<(u64, Record)>>>()
-        })
-        .await;
-        let outcome = match batch {
-            Ok(Ok(batch)) if batch.is_empty() => Ok(false),
-            Ok(Ok(batch)) => online.apply(&batch).await.map(|()| batch.len() == BATCH).map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(format!("reading the log: {e}")),
-            Err(e) => Err(e.to_string()),
-        };
-        let full = match outcome {
-            Ok(full) => {
-                failures = 0;
-                full
-            }
-            Err(e) => {
-                if failures.is_power_of_two() || failures == 0 {
-                    tracing::error!(error = %e, offset = next, failures, "feature state: applying the log failed; retrying");
-                }
-                failures = failures.saturating_add(1);
-                false
-            }
-        };
-        if let Ok(stats) = store.log_stats() {
-            features.record_lag(stats.next_offset);
-        }
-        if last_checkpoint.elapsed() >= checkpoint {
-            // On the blocking pool: an embedded checkpoint sweeps and encodes the whole state
-            // (seconds of CPU for millions of entities), which on a runtime thread would stall
-            // the requests queued behind it.
-            let (store, online, handle) = (store.clone(), online.clone(), tokio::runtime::Handle::current());
-            let done = tokio::task::spawn_blocking(move || handle.block_on(checkpoint_now(&store, &online))).await;
-            if let Err(e) = done {
-                tracing::error!(error = %e, "feature checkpoint panicked");
-            }
-            last_checkpoint = Instant::now();
-        }
-        if !full {
-            tokio::time::sleep(poll * (1u32 << failures.min(6))).await;
-        }
-    }
-}
-
-/// Checkpoints (and sweeps) the feature state, then moves the log's retention floor up to it.
-pub(crate) async fn checkpoint_now(store: &Store, online: &OnlineStore) {
-    let started = Instant::now();
-    let done = online.checkpoint().await;
-    metrics::histogram!("cascade_feature_checkpoint_seconds").record(started.elapsed().as_secs_f64());
-    match done {
-        Ok(swept) => tracing::debug!(swept, offset = online.retention_floor(), "feature state checkpointed"),
-        Err(e) => tracing::error!(error = %e, "feature checkpoint failed"),
-    }
-    store.retain_from("features", online.retention_floor());
-}
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 fn invalid(field: String, reason: impl Into<String>) -> ApiError {
@@ -233,16 +140,18 @@ fn entities(i: usize, e: EntityIn) -> Result<Entities, ApiError> {
     Ok(Entities { user: e.user, item: e.item, fields })
 }
 
-fn read_error(e: FeatureError) -> ApiError {
-    match e {
-        FeatureError::RowMissingKey { row, ref missing, .. } => {
+fn read_error(e: &FeatureError) -> ApiError {
+    match (e.kind(), e) {
+        (_, FeatureError::RowMissingKey { row, missing, .. }) => {
             invalid(format!("entities[{row}].{missing}"), e.to_string())
         }
-        e if e.kind() == ErrorKind::Unavailable => {
+        (ErrorKind::Unavailable, _) => {
             tracing::error!(error = %e, "feature store unavailable");
             ApiError::new(ErrorCode::FeatureStoreUnavailable, e.to_string())
         }
-        e => {
+        (ErrorKind::Invalid, _) => ApiError::new(ErrorCode::InvalidFeatureRequest, e.to_string()),
+        (ErrorKind::NotFound, _) => ApiError::new(ErrorCode::UnknownFeature, e.to_string()),
+        (ErrorKind::Conflict | ErrorKind::Internal, _) => {
             tracing::error!(error = %e, "feature read failed");
             ApiError::new(ErrorCode::Internal, e.to_string())
         }
@@ -308,13 +217,13 @@ pub async fn post_features(
     if let Some(first) = unknown.first() {
         return Err(ApiError::new(ErrorCode::UnknownFeature, first.reason.clone()).with_details(unknown));
     }
-    let selection = set.select(&request.features).map_err(read_error)?;
+    let selection = set.select(&request.features).map_err(|e| read_error(&e))?;
     let rows = request.entities.into_iter().enumerate().map(|(i, e)| entities(i, e)).collect::<Result<Vec<_>, _>>()?;
-    let at = now();
-    let served = features.store.read_served(&selection, &rows, at).await.map_err(read_error)?;
+    let at = state.clock.now();
+    let served = features.store.read_served(&selection, &rows, at).await.map_err(|e| read_error(&e))?;
     let columns = set.columns(&selection);
     if features.sampled()
-        && let Some(log) = features.vector_log.lock().expect("poisoned").as_ref()
+        && let Some(log) = features.vector_log.lock().as_ref()
     {
         for row in 0..rows.len() {
             let v = LoggedVector::new(&columns, &rows, &served, row, at);

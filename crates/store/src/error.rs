@@ -1,3 +1,4 @@
+use cascade_core::ErrorKind;
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -18,14 +19,6 @@ pub enum Error {
     Failed(String),
 }
 
-/// What a caller can do about an error; the server maps it to a status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    Unavailable,
-    Internal,
-}
-
 impl Error {
     pub fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.as_ref().to_path_buf();
@@ -36,10 +29,14 @@ impl Error {
         Error::Corrupt { path: path.to_path_buf(), position, reason: reason.into() }
     }
 
+    /// What a caller can do about it (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
+            // Retention deleted it: the offset will never be readable again.
             Error::OffsetNotRetained { .. } => ErrorKind::NotFound,
-            Error::Closed | Error::Failed(_) | Error::Locked(_) => ErrorKind::Unavailable,
+            // Another process holds the directory, the log is shutting down, or it failed and
+            // waits for a restart: the store is there, just not now.
+            Error::Locked(_) | Error::Closed | Error::Failed(_) => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Corrupt { .. } => ErrorKind::Internal,
         }
     }

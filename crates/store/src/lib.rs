@@ -28,7 +28,8 @@ mod error;
 pub mod log;
 mod store;
 
+pub use cascade_core::ErrorKind;
 pub use catalogue::Catalogue;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
 pub use log::{Log, LogOptions, LogReader, LogStats};
 pub use store::{Outcome, Store, StoreOptions};

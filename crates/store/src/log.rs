@@ -21,11 +21,12 @@
 use crate::codec;
 use crate::error::{Error, Result};
 use cascade_core::{FsyncPolicy, Record};
+use parking_lot::{Mutex, RwLock};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -395,12 +396,12 @@ impl Log {
 
     /// Queues a batch; its records get offsets `ticket.base ..ticket.base + count`, in queue order.
     pub fn enqueue(&self, batch: EncodedBatch) -> Result<Ticket> {
-        if let Some(reason) = self.shared.failed.lock().expect("poisoned").clone() {
+        if let Some(reason) = self.shared.failed.lock().clone() {
             return Err(Error::Failed(reason));
         }
         let (done, rx) = tokio::sync::oneshot::channel();
-        let mut next = self.shared.next.lock().expect("poisoned");
-        let tx = self.tx.lock().expect("poisoned");
+        let mut next = self.shared.next.lock();
+        let tx = self.tx.lock();
         let tx = tx.as_ref().ok_or(Error::Closed)?;
         let base = *next;
         let count = batch.count;
@@ -421,7 +422,7 @@ impl Log {
 
     /// The offset the next enqueued record will get.
     pub fn next_offset(&self) -> u64 {
-        *self.shared.next.lock().expect("poisoned")
+        *self.shared.next.lock()
     }
 
     /// The offset after the last acknowledged record.
@@ -431,12 +432,12 @@ impl Log {
 
     /// The offset of the oldest retained record.
     pub fn first_offset(&self) -> u64 {
-        self.shared.segments.read().expect("poisoned")[0]
+        self.shared.segments.read()[0]
     }
 
     /// `None` while healthy; the reason after a write failed.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failed.lock().expect("poisoned").clone()
+        self.shared.failed.lock().clone()
     }
 
     /// Reads acknowledged records from `offset` up to the end as of now.
@@ -456,7 +457,7 @@ impl Log {
     }
 
     pub fn stats(&self) -> Result<LogStats> {
-        let segments = self.shared.segments.read().expect("poisoned").clone();
+        let segments = self.shared.segments.read().clone();
         let mut bytes = 0;
         for &base in &segments {
             let path = segment_path(&self.shared.dir, base);
@@ -472,7 +473,7 @@ impl Log {
         if max_age.is_zero() && max_bytes == 0 {
             return Ok(0);
         }
-        let mut segments = self.shared.segments.write().expect("poisoned");
+        let mut segments = self.shared.segments.write();
         let mut sizes = Vec::with_capacity(segments.len());
         for &base in segments.iter() {
             let path = segment_path(&self.shared.dir, base);
@@ -505,8 +506,8 @@ impl Log {
 
     /// Stops accepting appends, writes and syncs everything queued, and joins the writer.
     pub fn close(&self) -> Result<()> {
-        self.tx.lock().expect("poisoned").take();
-        if let Some(handle) = self.writer.lock().expect("poisoned").take() {
+        self.tx.lock().take();
+        if let Some(handle) = self.writer.lock().take() {
             handle.join().map_err(|_| Error::Failed("log writer panicked".into()))?;
         }
         match self.failure() {
@@ -568,7 +569,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let failed = self.shared.failed.lock().expect("poisoned").clone();
+            let failed = self.shared.failed.lock().clone();
             if let Some(reason) = failed {
                 for g in groups.drain(..) {
                     let _ = g.done.send(Err(Error::Failed(reason.clone())));
@@ -651,7 +652,7 @@ impl Writer {
 
     fn fail(&self, reason: &str) {
         tracing::error!(reason, "event log failed; refusing appends until restart");
-        *self.shared.failed.lock().expect("poisoned") = Some(reason.to_string());
+        *self.shared.failed.lock() = Some(reason.to_string());
     }
 
     fn rotate(&mut self, next: u64) -> Result<()> {
@@ -660,7 +661,7 @@ impl Writer {
         self.file = create_segment(&dir, next)?;
         self.base = next;
         self.size = HEADER_LEN;
-        self.shared.segments.write().expect("poisoned").push(next);
+        self.shared.segments.write().push(next);
         metrics::counter!("cascade_log_segments_rotated_total").increment(1);
         Ok(())
     }
@@ -699,7 +700,7 @@ impl LogReader {
     /// Opens the segment holding `self.next` and positions at its first frame.
     fn open_segment(&mut self) -> Result<()> {
         let base = {
-            let segments = self.shared.segments.read().expect("poisoned");
+            let segments = self.shared.segments.read();
             match segments.partition_point(|&b| b <= self.next) {
                 0 => return Err(Error::OffsetNotRetained { offset: self.next, first: segments[0] }),
                 i => segments[i - 1],
@@ -715,8 +716,7 @@ impl LogReader {
         reader.read_exact(&mut header).map_err(Error::io(&path))?;
         check_header(&path, &header)?;
         let (mut start, mut pos) = (base, HEADER_LEN);
-        let hint =
-            self.shared.hints.lock().expect("poisoned").range(base..=self.next).next_back().map(|(&o, &h)| (o, h));
+        let hint = self.shared.hints.lock().range(base..=self.next).next_back().map(|(&o, &h)| (o, h));
         if let Some((offset, (segment, at))) = hint
             && segment == base
         {
@@ -739,11 +739,11 @@ impl LogReader {
             return;
         }
         self.hinted = at;
-        let segments = self.shared.segments.read().expect("poisoned");
+        let segments = self.shared.segments.read();
         let Some(&segment) = segments.get(segments.partition_point(|&b| b <= base).wrapping_sub(1)) else { return };
         let first = segments[0];
         drop(segments);
-        let mut hints = self.shared.hints.lock().expect("poisoned");
+        let mut hints = self.shared.hints.lock();
         hints.insert(base, (segment, at));
         // Segments deleted by retention leave their hints behind; drop them now and then.
         if hints.len().is_multiple_of(1024) {

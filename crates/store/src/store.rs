@@ -5,10 +5,11 @@ use crate::codec;
 use crate::error::Result;
 use crate::log::{CommitHook, EncodedBatch, Log, LogOptions, LogReader, LogStats, Ticket, records_of};
 use cascade_core::{ItemRecord, Record, UserRecord};
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What became of one record of an append.
@@ -105,7 +106,7 @@ impl Store {
         let catalogue = Arc::new(RwLock::new(Catalogue::default()));
         let hook_catalogue = catalogue.clone();
         let hook: CommitHook = Box::new(move |base, count, records| {
-            let mut cat = hook_catalogue.write().expect("poisoned");
+            let mut cat = hook_catalogue.write();
             for (i, bytes) in records_of(records).enumerate() {
                 // Events (tag 1) are the bulk of the log and do not touch the catalogue.
                 if bytes.first() != Some(&1)
@@ -146,7 +147,7 @@ impl Store {
             }
         }
         snapshot.applied_through = committed;
-        *catalogue.write().expect("poisoned") = snapshot;
+        *catalogue.write() = snapshot;
         tracing::debug!(dir = %dir.display(), first, next = committed, ids = dedupe.seen.len(), "store opened");
         Ok(Store {
             dir,
@@ -188,7 +189,7 @@ impl Store {
         // Encode outside the lock so concurrent appenders encode in parallel.
         let mut batch = EncodedBatch::default();
         records.iter().for_each(|r| batch.push(r));
-        let mut dedupe = self.dedupe.lock().expect("poisoned");
+        let mut dedupe = self.dedupe.lock();
         let keys: Vec<Option<u128>> = records.iter().map(|r| r.idempotency_key().map(|id| dedupe.key(id))).collect();
         let mut outcomes = Vec::with_capacity(records.len());
         let mut keep = Vec::with_capacity(records.len());
@@ -234,23 +235,23 @@ impl Store {
 
     /// The live item `id`, or `None` if unknown or deleted.
     pub fn item(&self, id: &str) -> Option<ItemRecord> {
-        self.catalogue.read().expect("poisoned").item(id).cloned()
+        self.catalogue.read().item(id).cloned()
     }
 
     /// Every live item, sorted by id.
     pub fn items(&self) -> Vec<ItemRecord> {
-        let mut items: Vec<ItemRecord> = self.catalogue.read().expect("poisoned").items().cloned().collect();
+        let mut items: Vec<ItemRecord> = self.catalogue.read().items().cloned().collect();
         items.sort_by(|a, b| a.id.cmp(&b.id));
         items
     }
 
     pub fn user(&self, id: &str) -> Option<UserRecord> {
-        self.catalogue.read().expect("poisoned").user(id).cloned()
+        self.catalogue.read().user(id).cloned()
     }
 
     /// (live items, users) in the catalogue.
     pub fn catalogue_counts(&self) -> (usize, usize) {
-        let c = self.catalogue.read().expect("poisoned");
+        let c = self.catalogue.read();
         (c.item_count(), c.user_count())
     }
 
@@ -271,7 +272,7 @@ impl Store {
     /// Tells retention that `consumer` needs the log from `offset` on (e.g. the offset of the
     /// feature state's latest checkpoint); a later call replaces the consumer's floor.
     pub fn retain_from(&self, consumer: &str, offset: u64) {
-        self.consumer_floors.lock().expect("poisoned").insert(consumer.to_string(), offset);
+        self.consumer_floors.lock().insert(consumer.to_string(), offset);
     }
 
     /// Snapshots the catalogue and applies retention, never deleting a record the latest snapshot
@@ -280,19 +281,19 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
-        let snapshot = self.catalogue.read().expect("poisoned").clone();
+        let snapshot = self.catalogue.read().clone();
         let floor = snapshot.applied_through;
-        let mut last = self.snapshot_offset.lock().expect("poisoned");
+        let mut last = self.snapshot_offset.lock();
         if floor > *last {
             snapshot.save(&self.dir)?;
             *last = floor;
         }
-        let consumers = self.consumer_floors.lock().expect("poisoned").values().copied().min();
+        let consumers = self.consumer_floors.lock().values().copied().min();
         let floor = consumers.map_or(*last, |c| c.min(*last));
         let deleted = self.log.apply_retention(floor, self.options.retention, self.options.retention_bytes)?;
         if deleted > 0 {
             let first = self.log.first_offset();
-            self.dedupe.lock().expect("poisoned").seen.retain(|_, offset| *offset >= first);
+            self.dedupe.lock().seen.retain(|_, offset| *offset >= first);
         }
         Ok(())
     }

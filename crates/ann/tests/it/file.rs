@@ -31,7 +31,11 @@ fn round_trip_gives_identical_results_for_every_metric() {
         // a loaded index keeps growing
         loaded.insert(5, &[0.5; DIM]).unwrap();
         assert!(loaded.contains(5));
-        assert!(matches!(loaded.insert(8, &[0.5; DIM]), Err(Error::DuplicateId(8))));
+        let err = loaded.insert(8, &[0.5; DIM]).unwrap_err();
+        assert!(matches!(err, Error::DuplicateId(8)), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let err = loaded.insert(9999, &[0.5; DIM - 1]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     }
     let empty = Hnsw::new(3, &Params::default()).unwrap();
     let path = dir.path().join("empty.hnsw");
@@ -81,7 +85,7 @@ fn damaged_files_are_refused_with_a_reason() {
 
     let corrupt = |bytes: &[u8], expect: &str| {
         let err = load_err(bytes);
-        assert_eq!(err.kind(), ErrorKind::Storage);
+        assert_eq!(err.kind(), ErrorKind::Internal);
         let msg = err.to_string();
         assert!(matches!(err, Error::Corrupt { .. }), "{msg}");
         assert!(msg.contains(expect), "{msg:?} should mention {expect:?}");

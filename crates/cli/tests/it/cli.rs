@@ -2,6 +2,7 @@
 
 use crate::{cascade, ok};
 
+use std::io::{BufRead, BufReader};
 use std::process::Command;
 
 #[test]
@@ -193,12 +194,12 @@ fn train_bundles_models_with_lineage_and_metrics() {
     let model = cascade_models::AnyModel::load_file(&bundle.join("als.model")).unwrap();
     assert_eq!(cascade_models::Retriever::n_items(model.retriever()), items.len());
     let registry = cascade_registry::Registry::open(dir.path().join("data/registry")).unwrap();
-    let loaded = cascade_engine::bundle::LoadedBundle::load(&registry.get(1).unwrap()).unwrap();
+    let loaded = cascade_bundle::LoadedBundle::load(&registry.get(1).unwrap()).unwrap();
     let rankers = loaded.rankers.expect("the bundle has rankers");
     assert_eq!(rankers.heavy.n_features(), features.len());
     // A corrupted ranker artifact is refused, not half-loaded.
     std::fs::write(bundle.join("heavy.rank"), b"CSCDRANK").unwrap();
-    assert!(cascade_engine::bundle::LoadedBundle::load(&registry.get(1).unwrap()).is_err());
+    assert!(cascade_bundle::LoadedBundle::load(&registry.get(1).unwrap()).is_err());
 }
 
 #[test]
@@ -241,4 +242,65 @@ fn evaluate_split_files_as_json() {
     assert!(rows[1]["ndcg_at_10"].as_f64().unwrap() > rows[0]["ndcg_at_10"].as_f64().unwrap());
     let bad = cascade(dir.path(), &["evaluate", "--train", "train.tsv", "--test", "test.tsv", "--models", "svd"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown model `svd`"));
+}
+
+/// The README's first command as a user runs it: `cascade quickstart`, no flags. It must keep
+/// serving after printing its sample (it once shut itself down 0.1 s later), answer a
+/// recommendation seconds later, and stop cleanly on Ctrl-C (SIGINT).
+#[test]
+fn the_readme_quickstart_keeps_serving_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port, given the way a user overrides any key: the environment (no flags).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .current_dir(dir.path())
+        .arg("quickstart")
+        .env("CASCADE__SERVER__ADDR", &addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let user = loop {
+        let Some(Ok(line)) = stdout.next() else {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            panic!("quickstart ended before serving:\n{}\n{err}", printed.join("\n"));
+        };
+        printed.push(line.clone());
+        if let Some(rest) = line.split("\\\"user\\\": \\\"").nth(1).or_else(|| line.split("\"user\": \"").nth(1))
+            && line.contains("try: curl")
+        {
+            break rest.split(['\\', '"']).next().unwrap().to_string();
+        }
+    };
+    assert!(printed.iter().any(|l| l.contains("ranked by heavy")), "{printed:?}");
+    assert!(
+        printed.iter().any(|l| l.contains("Ctrl-C to stop"))
+            || stdout.next().is_some_and(|l| l.is_ok_and(|l| l.contains("Ctrl-C")))
+    );
+    // Seconds later, the server still answers.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, body) = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/recommendations"))
+            .json(&serde_json::json!({"user": user, "k": 5}))
+            .send()
+            .await
+            .expect("the quickstart server still answers");
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    });
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 5, "{body}");
+    // Ctrl-C: a clean stop, the log flushed.
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("stopped; the event log is flushed and synced"), "{err}");
 }

@@ -317,20 +317,3 @@ fn serve_lands_events_in_the_offline_store_continuously() {
     // The CLI export continues where the server stopped: nothing is exported twice.
     assert!(ok(dir.path(), &["features", "export"]).contains("exported 0 events"));
 }
-
-#[test]
-fn bench_pit_joins_one_row_per_label_row() {
-    // Untimed smoke test of the benchmark's data path (figures: docs/benchmarks.md).
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("pit");
-    let d = d.to_str().unwrap();
-    let small = ["--labels", "500", "--rows", "2000", "--views", "3", "--features", "7", "--entities", "50"];
-    ok(dir.path(), &[&["features", "bench-pit", "--generate", "--dir", d][..], &small[..]].concat());
-    let out = ok(dir.path(), &["features", "bench-pit", "--dir", d]);
-    assert!(out.contains("500 label rows x 7 features (3 views)"), "{out}");
-    let b = read(&dir.path().join("pit/cascade_out.parquet"));
-    assert_eq!(b.num_rows(), 500);
-    let ids = col::<Int64Array>(&b, "row_id");
-    assert!((0..500).all(|i| ids.value(i) == i as i64), "label order kept");
-    assert!(b.column_by_name("f_2_1").is_some() && b.column_by_name("f_0_2").is_some());
-}

@@ -2,6 +2,7 @@
 
 mod cli;
 mod features;
+mod layers;
 mod policy;
 mod serving;
 

@@ -3,7 +3,7 @@
 
 use crate::ok;
 use cascade_core::{Config, Record};
-use cascade_server::{Faults, Stage};
+use cascade_serving::{Recommender, Stage};
 use cascade_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -13,18 +13,19 @@ use std::time::{Duration, Instant};
 
 struct InProcess {
     url: String,
+    recommender: Arc<Recommender>,
     client: reqwest::Client,
     store: Arc<Store>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<cascade_node::Result<()>>,
 }
 
 impl InProcess {
-    async fn start(dir: &Path, faults: Arc<Faults>) -> InProcess {
-        Self::start_with(dir, faults, |_| {}).await
+    async fn start(dir: &Path) -> InProcess {
+        Self::start_with(dir, |_| {}).await
     }
 
-    async fn start_with(dir: &Path, faults: Arc<Faults>, adjust: impl FnOnce(&mut Config)) -> InProcess {
+    async fn start_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> InProcess {
         let text = std::fs::read_to_string(dir.join("cascade.toml")).unwrap();
         let mut config = Config::from_toml(&text, "cascade.toml").unwrap();
         config.project.data_dir = dir.join("data");
@@ -35,20 +36,16 @@ impl InProcess {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let s = store.clone();
+        let node =
+            cascade_node::Node::start(&config, store.clone(), Arc::new(cascade_core::SystemClock)).await.unwrap();
+        let recommender = node.recommender().clone();
         let task = tokio::spawn(async move {
-            cascade_server::run_with_faults(
-                &config,
-                s,
-                listener,
-                async move {
-                    let _ = rx.await;
-                },
-                faults,
-            )
+            node.serve(listener, async move {
+                let _ = rx.await;
+            })
             .await
         });
-        InProcess { url, client: reqwest::Client::new(), store, shutdown: Some(tx), task }
+        InProcess { url, recommender, client: reqwest::Client::new(), store, shutdown: Some(tx), task }
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -97,8 +94,8 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
     ok(root, &["train", "--no-tune", "--json"]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let faults = Arc::new(Faults::default());
-        let server = InProcess::start(root, faults.clone()).await;
+        let server = InProcess::start(root).await;
+        let faults = server.recommender.faults();
         // The live view of the log replays in the background; wait for u3's history.
         let seen = history(&server.store, "u3");
         assert!(seen.len() >= 5);
@@ -364,7 +361,7 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
             };
         let prefix = format!("cascade-test:serving:{}", std::process::id());
         let (u, p) = (url.clone(), prefix.clone());
-        let server = InProcess::start_with(root, Arc::new(Faults::default()), move |c| {
+        let server = InProcess::start_with(root, move |c| {
             c.features_store.backend = cascade_core::config::FeaturesBackend::Redis;
             c.features_store.redis_url = u;
             c.features_store.redis_prefix = p;
@@ -397,7 +394,7 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
             assert!(Instant::now() < deadline, "no precomputed bpr list for u3 in Redis");
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let stored = cascade_engine::sources::decode_list(&stored).expect("a list in the current format");
+        let stored = cascade_bundle::decode_list(&stored).expect("a list in the current format");
         assert!(!stored.is_empty());
         let catalogue: Vec<String> = serde_json::from_str(
             &std::fs::read_to_string(root.join("data/registry/bundles/000002/items.json")).unwrap(),
@@ -412,7 +409,7 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
             .collect();
         let _: () = redis::cmd("SET")
             .arg(&list_key)
-            .arg(cascade_engine::sources::encode_list(&list))
+            .arg(cascade_bundle::encode_list(&list))
             .arg("PX")
             .arg(60_000)
             .query(&mut con)

@@ -140,7 +140,8 @@ fn users_without_interactions_get_zero_vectors_and_bad_params_are_refused() {
         AlsParams { regularization: -1.0, ..params() },
         AlsParams { cg_steps: 0, ..params() },
     ] {
-        assert!(Als::fit(&m, &bad).is_err(), "{bad:?}");
+        let err = Als::fit(&m, &bad).unwrap_err();
+        assert_eq!(err.kind(), cascade_models::ErrorKind::Invalid, "{bad:?}: {err}");
     }
 }
 

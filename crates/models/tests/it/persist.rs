@@ -67,7 +67,7 @@ fn files_round_trip_and_bad_files_are_refused() {
     newer[8..12].copy_from_slice(&99u32.to_le_bytes());
     let err = Als::load(&mut newer.as_slice()).unwrap_err();
     assert!(matches!(err, Error::Version { found: 99, supported: 1 }), "{err}");
-    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert_eq!(err.kind(), ErrorKind::Internal);
     // Bad magic, truncation, trailing bytes.
     let mut magic = good.clone();
     magic[0] = b'X';

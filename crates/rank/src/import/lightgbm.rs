@@ -97,7 +97,7 @@ pub fn lightgbm_text(text: &str) -> Result<Forest> {
 
     let trees = trees.iter().map(tree).collect::<Result<Vec<_>>>()?;
     let forest = Forest { feature_names, objective, base_score: 0.0, trees };
-    forest.validate().map_err(err)?;
+    forest.check_structure().map_err(err)?;
     Ok(forest)
 }
 
@@ -288,6 +288,6 @@ fn tree(block: &Block) -> Result<Tree> {
         });
     }
     let tree = Tree { nodes, leaves, leaf_cover };
-    tree.validate().map_err(|e| err(format!("{at}: {e}")))?;
+    tree.check_structure().map_err(|e| err(format!("{at}: {e}")))?;
     Ok(tree)
 }

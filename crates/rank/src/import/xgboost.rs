@@ -112,7 +112,7 @@ pub(super) fn from_value(root: &Value) -> Result<Forest> {
         .collect::<Result<Vec<_>>>()?;
 
     let forest = Forest { feature_names, objective, base_score, trees };
-    forest.validate().map_err(err)?;
+    forest.check_structure().map_err(err)?;
     Ok(forest)
 }
 
@@ -292,7 +292,7 @@ fn tree(t: &Value) -> Result<Tree> {
             }
         }
     }
-    out.validate().map_err(err)?;
+    out.check_structure().map_err(err)?;
     Ok(out)
 }
 

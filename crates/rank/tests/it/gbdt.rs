@@ -259,7 +259,11 @@ fn saved_and_loaded_forest_predicts_identically() {
 
 fn invalid_field(r: Result<impl std::fmt::Debug, Error>) -> String {
     match r {
-        Err(Error::Invalid { field, .. }) => field,
+        Err(e @ Error::Invalid { .. }) => {
+            assert_eq!(e.kind(), cascade_core::ErrorKind::Invalid);
+            let Error::Invalid { field, .. } = e else { unreachable!() };
+            field
+        }
         other => panic!("expected Error::Invalid, got {other:?}"),
     }
 }

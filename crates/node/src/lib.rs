@@ -1,0 +1,368 @@
+//! Cascade's runtime: a node built from its configuration, with every long-running job
+//! supervised.
+//!
+//! [`Node::start`] opens the online feature store, the live view and the recommender over a
+//! store, puts the newest bundle into service, and starts the jobs:
+//!
+//! | job | what it does |
+//! |---|---|
+//! | `live-view` | a [`LogConsumer`]: serving's histories, item facts and engagement |
+//! | `feature-tail` | a [`LogConsumer`]: the online feature state, checkpointed |
+//! | `registry-watch` | hot reload of newer bundles |
+//! | `precompute` | heavy sources' per-user lists into the online store |
+//! | `offline-export` | new events into day-partitioned Parquet, compacted |
+//! | `store-maintenance` | catalogue snapshot and log retention |
+//! | `impressions`, `vector-log` | queue writers: impressions into the log, served vectors to disk |
+//!
+//! [`Node::serve`] runs the HTTP API (`cascade-server`) until shutdown, then stops in order:
+//! requests drained, queues flushed, jobs stopped after their current round, the feature state
+//! checkpointed, the log flushed and synced. Nothing else in Cascade spawns long-running work.
+
+mod consumer;
+mod supervisor;
+
+pub use consumer::{ConsumerOptions, LogConsumer, consume};
+pub use supervisor::{HealthHandle, JobHealth, RoundResult, StopSignal, Supervisor};
+
+use cascade_core::{Clock, Config, ErrorKind, Record, SystemClock};
+use cascade_features::{FeatureSet, OnlineStore};
+use cascade_server::{AppState, Features, VECTOR_LOG_FILE};
+use cascade_serving::live::{Live, LiveConfig};
+use cascade_serving::pipeline::{Pipeline, with_ranking_views};
+use cascade_serving::{Recommender, RecommenderParts};
+use cascade_store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the node snapshots the catalogue and applies log retention.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// Most impressions appended to the log in one batch.
+const IMPRESSION_BATCH: usize = 5_000;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Serving(#[from] cascade_serving::Error),
+    #[error("opening the feature store: {0}")]
+    Features(#[from] cascade_features::FeatureError),
+    #[error(transparent)]
+    Store(#[from] cascade_store::Error),
+    #[error("serving HTTP: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Serving(e) => e.kind(),
+            Error::Features(e) => e.kind(),
+            Error::Store(e) => e.kind(),
+            Error::Http(_) => ErrorKind::Unavailable,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A running node: its parts and its supervised jobs.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    store: Arc<Store>,
+    online: Arc<OnlineStore>,
+    features: Arc<Features>,
+    recommender: Arc<Recommender>,
+    clock: Arc<dyn Clock>,
+    supervisor: Supervisor,
+}
+
+/// Serves `config` over `store` on `listener` until `shutdown` resolves (see [`Node`]).
+pub async fn run(
+    config: &Config,
+    store: Arc<Store>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    Node::start(config, store, Arc::new(SystemClock)).await?.serve(listener, shutdown).await
+}
+
+/// The live view as a log consumer.
+struct LiveView(Arc<Live>);
+
+impl LogConsumer for LiveView {
+    fn next_offset(&self) -> u64 {
+        self.0.next_offset()
+    }
+
+    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>) -> Result<(), String> {
+        let live = self.0.clone();
+        tokio::task::spawn_blocking(move || live.apply(&batch)).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The online feature state as a log consumer, checkpointed.
+struct FeatureTail {
+    store: Arc<Store>,
+    features: Arc<Features>,
+}
+
+impl LogConsumer for FeatureTail {
+    fn next_offset(&self) -> u64 {
+        self.features.store().next_offset()
+    }
+
+    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>) -> Result<(), String> {
+        self.features.store().apply(&batch).await.map_err(|e| e.to_string())
+    }
+
+    async fn checkpoint(self: Arc<Self>) {
+        // On the blocking pool: an embedded checkpoint sweeps and encodes the whole state
+        // (seconds of CPU for millions of entities), which on a runtime thread would stall the
+        // requests queued behind it.
+        let (store, online, handle) =
+            (self.store.clone(), self.features.store().clone(), tokio::runtime::Handle::current());
+        if let Err(e) = tokio::task::spawn_blocking(move || handle.block_on(checkpoint_features(&store, &online))).await
+        {
+            tracing::error!(error = %e, "feature checkpoint panicked");
+        }
+    }
+
+    fn observe_end(&self, log_end: u64) {
+        self.features.record_lag(log_end);
+    }
+}
+
+/// Checkpoints (and sweeps) the feature state, then moves the log's retention floor up to it.
+async fn checkpoint_features(store: &Store, online: &OnlineStore) {
+    let started = std::time::Instant::now();
+    let done = online.checkpoint().await;
+    metrics::histogram!("cascade_feature_checkpoint_seconds").record(started.elapsed().as_secs_f64());
+    match done {
+        Ok(swept) => tracing::debug!(swept, offset = online.retention_floor(), "feature state checkpointed"),
+        Err(e) => tracing::error!(error = %e, "feature checkpoint failed"),
+    }
+    store.retain_from("features", online.retention_floor());
+}
+
+impl Node {
+    /// Builds the node's parts from `config` over `store` and starts its jobs; the HTTP API is
+    /// not served until [`Node::serve`]. A Redis feature store that cannot be reached is an
+    /// error here.
+    pub async fn start(config: &Config, store: Arc<Store>, clock: Arc<dyn Clock>) -> Result<Node> {
+        // The rankers' aggregates are feature views like any other, defined over the interactions.
+        let config = with_ranking_views(config)?;
+        let pipelines = Pipeline::from_tables(&config.pipelines)?;
+        let set = FeatureSet::from_config(&config)?;
+        let online = Arc::new(OnlineStore::open(&config.features_store, store.dir(), set).await?);
+        let features = Arc::new(Features::new(
+            online.clone(),
+            config.features_store.max_entities_per_request,
+            config.features_store.vector_log_sample_rate,
+        ));
+        let live = Arc::new(Live::new(LiveConfig {
+            interactions: config.train.interactions.keys().cloned().collect(),
+            ..Default::default()
+        }));
+        let parts = RecommenderParts {
+            live: live.clone(),
+            features: online.clone(),
+            registry: store.dir().join("registry"),
+            clock: clock.clone(),
+        };
+        let recommender = Arc::new(Recommender::new(parts, pipelines, config.serving.default_pipeline.clone())?);
+        let r = recommender.clone();
+        match tokio::task::spawn_blocking(move || r.reload()).await.map_err(|e| std::io::Error::other(e.to_string()))? {
+            Ok(Some(version)) => tracing::info!(version, "serving model bundle"),
+            Ok(None) => {
+                tracing::warn!("no model bundle yet: recommendations fall back to popularity until `cascade train`")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the latest model bundle cannot be loaded; falling back to popularity")
+            }
+        }
+        if let Ok(stats) = store.log_stats() {
+            recommender.catch_up_to(stats.next_offset);
+        }
+        let mut node = Node { config, store, online, features, recommender, clock, supervisor: Supervisor::new() };
+        node.start_jobs(live).await;
+        Ok(node)
+    }
+
+    async fn start_jobs(&mut self, live: Arc<Live>) {
+        let (config, store, sup) = (&self.config, &self.store, &mut self.supervisor);
+        let poll = Duration::from_millis(config.features_store.poll_interval_ms);
+
+        // The log consumers.
+        consume(
+            sup,
+            "live-view",
+            store.clone(),
+            Arc::new(LiveView(live)),
+            ConsumerOptions { batch: 5_000, poll, checkpoint: None },
+        );
+        if let Ok(stats) = store.log_stats()
+            && let Err(e) = self.online.reset_if_ahead(stats.next_offset).await
+        {
+            tracing::error!(error = %e, "feature state: checking against the log failed");
+        }
+        store.retain_from("features", self.online.retention_floor());
+        let tail = Arc::new(FeatureTail { store: store.clone(), features: self.features.clone() });
+        consume(
+            sup,
+            "feature-tail",
+            store.clone(),
+            tail,
+            ConsumerOptions { batch: 1_000, poll, checkpoint: Some(config.features_store.checkpoint_interval) },
+        );
+
+        // Schedules.
+        if !config.serving.reload_interval.is_zero() {
+            let r = self.recommender.clone();
+            sup.every("registry-watch", config.serving.reload_interval, move || {
+                let r = r.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || r.reload()).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(format!("the new bundle could not be loaded; the old one serves: {e}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            });
+        }
+        if !config.serving.precompute_interval.is_zero() {
+            let (r, interval, users) =
+                (self.recommender.clone(), config.serving.precompute_interval, config.serving.precompute_users);
+            sup.every("precompute", interval, move || {
+                let r = r.clone();
+                // Lists live three intervals: a late round never leaves users without one.
+                async move { r.precompute(interval * 3, users).await.map(drop).map_err(|e| e.to_string()) }
+            });
+        }
+        {
+            let store = store.clone();
+            sup.every("store-maintenance", MAINTENANCE_INTERVAL, move || {
+                let store = store.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || store.maintain())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())
+                }
+            });
+        }
+        if !config.features_store.offline_export_interval.is_zero() {
+            // The continuous offline store: new events into day-partitioned Parquet, compacted.
+            let root = store.dir().join("offline").join("events");
+            // Before the first retention pass: nothing not yet exported may be deleted.
+            if let Err(e) = cascade_features::offline::hold_retention(store, &root) {
+                tracing::error!(error = %e, "offline store: cannot read its export position");
+            }
+            let (store, clock) = (store.clone(), self.clock.clone());
+            sup.every("offline-export", config.features_store.offline_export_interval, move || {
+                let (store, root, now) = (store.clone(), root.clone(), clock.now());
+                async move {
+                    let (rows, merged) =
+                        tokio::task::spawn_blocking(move || cascade_features::offline::maintain(&store, &root, now))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                    tracing::debug!(rows, merged, "offline store: exported and compacted");
+                    Ok(())
+                }
+            });
+        }
+
+        // Queue writers: they end once their queue is closed and drained.
+        if config.serving.log_impressions {
+            let mut queue = self.recommender.open_impressions(config.serving.impression_queue);
+            let store = store.clone();
+            sup.until_done("impressions", async move {
+                let logged = metrics::counter!("cascade_impressions_logged_total");
+                while let Some(first) = queue.recv().await {
+                    let mut batch = first;
+                    while batch.len() < IMPRESSION_BATCH {
+                        match queue.try_recv() {
+                            Ok(more) => batch.extend(more),
+                            Err(_) => break,
+                        }
+                    }
+                    match store.append(&batch).await {
+                        Ok(_) => logged.increment(batch.len() as u64),
+                        Err(e) => {
+                            metrics::counter!("cascade_impressions_dropped_total", "reason" => "store")
+                                .increment(batch.len() as u64);
+                            tracing::error!(error = %e, "impressions could not be logged");
+                        }
+                    }
+                }
+            });
+        }
+        if let Some(queue) = self.features.open_vector_log() {
+            let path = store.dir().join(VECTOR_LOG_FILE);
+            sup.until_done("vector-log", async move {
+                if let Err(e) = tokio::task::spawn_blocking(move || write_vectors(&path, queue)).await {
+                    tracing::error!(error = %e, "the feature vector log writer panicked");
+                }
+            });
+        }
+    }
+
+    /// The recommender this node serves with.
+    pub fn recommender(&self) -> &Arc<Recommender> {
+        &self.recommender
+    }
+
+    /// Reads the node's job health (also after [`Node::serve`] has taken the node).
+    pub fn health(&self) -> HealthHandle {
+        self.supervisor.health_handle()
+    }
+
+    /// Serves the HTTP API on `listener` until `shutdown` resolves, then stops the node: drains
+    /// requests, writes every queued impression and served vector, stops the jobs after their
+    /// current round, checkpoints the feature state, flushes and syncs the log and writes the
+    /// catalogue snapshot.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Node { config, store, features, recommender, clock, supervisor, .. } = self;
+        let state = AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock);
+        let served = cascade_server::serve(listener, state, shutdown).await;
+        // Every answered request's impressions and vectors are queued; closing the queues lets
+        // their writers drain them and end before the log closes.
+        recommender.close_impressions();
+        features.close_vector_log();
+        // The feature tail checkpoints once more as it stops.
+        supervisor.shutdown().await;
+        served?;
+        tracing::info!("shutting down: flushing the event log");
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(())
+    }
+}
+
+/// Appends each served vector line to `path` until the queue is closed and drained.
+fn write_vectors(path: &std::path::Path, mut queue: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use std::io::Write;
+    let mut out = match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => std::io::BufWriter::new(f),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the feature vector log");
+            return;
+        }
+    };
+    while let Some(line) = queue.blocking_recv() {
+        let mut ok = writeln!(out, "{line}").is_ok();
+        while let Ok(line) = queue.try_recv() {
+            ok &= writeln!(out, "{line}").is_ok();
+        }
+        if !(ok && out.flush().is_ok()) {
+            tracing::error!(path = %path.display(), "writing the feature vector log failed");
+        }
+    }
+}
