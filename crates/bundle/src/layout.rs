@@ -271,14 +271,16 @@ impl TokenProfile {
 /// The (strongest, summed) share of a history of `hist_len` items, whose attribute-token counts
 /// are `profile`, sharing each of `tokens`.
 pub fn affinity(profile: &TokenProfile, tokens: &[u32], hist_len: f64) -> (f64, f64) {
-    let mut max = 0f64;
-    let mut sum = 0f64;
+    // Counts are whole numbers, so their sum is exact in any order: training and serving number
+    // tokens differently, and a sum of shares in their two orders would differ in the last bits,
+    // enough to split a tie and move a percentile.
+    let (mut max, mut sum) = (0f64, 0f64);
     for &t in tokens {
-        let share = profile.get(t) / hist_len;
-        max = max.max(share);
-        sum += share;
+        let count = profile.get(t);
+        max = max.max(count);
+        sum += count;
     }
-    (max, sum)
+    (max / hist_len, sum / hist_len)
 }
 
 /// The `n` most recent distinct items of a history given oldest first, sorted by index: what the

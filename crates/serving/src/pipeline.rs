@@ -14,8 +14,10 @@ use crate::live::{Live, UserHistory};
 use crate::rules::{ItemFacts, Rule, RuleContext, RuleError, Rules};
 use cascade_bundle::{
     Candidate, CandidateInputs, CandidateSource, Generator, Layout, Lists, LoadedBundle, Rankers, Request,
-    RetrieverSource, TokenProfile, affinity, decode_list, encode_list,
+    RetrieverSource, TokenProfile, affinity, aggregate_value, decode_list, encode_list,
 };
+use cascade_core::Timestamp;
+use cascade_features::{Entities, FeatureError, OnlineStore};
 use cascade_models::AnyModel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -444,6 +446,72 @@ impl Serving {
             return Some(Vec::new());
         }
         let items: Vec<u32> = candidates.iter().map(|c| c.item).collect();
+        let values = self.feature_rows(p, candidates, aggregates, live)?;
+        let n_features = stage.layout.names.len();
+        let rankers = &stage.rankers;
+        let light = rankers.light_scores(&values);
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|&a, &b| light[b].total_cmp(&light[a]).then(a.cmp(&b)));
+        order.truncate(keep.unwrap_or(rankers.params.light_keep).max(1));
+        let kept_values: Arc<[f64]> =
+            order.iter().flat_map(|&r| &values[r * n_features..(r + 1) * n_features]).copied().collect();
+        let heavy = rankers.heavy.predict_raw_batch(&kept_values);
+        let mut ranked: Vec<RankedItem> = order
+            .iter()
+            .enumerate()
+            .map(|(j, &r)| {
+                let probability = rankers.calibrator.apply(heavy[j]);
+                RankedItem {
+                    item: items[r],
+                    candidate: candidates[r].clone(),
+                    light: Some(light[r]),
+                    heavy: Some(heavy[j]),
+                    probability: Some(probability),
+                    score: heavy[j],
+                    features: FeatureRow { matrix: kept_values.clone(), row: j, width: n_features },
+                }
+            })
+            .collect();
+        // Best first by the heavy score; ties keep the light order.
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        for r in &mut ranked {
+            r.score = r.probability.unwrap_or(r.score);
+        }
+        Some(ranked)
+    }
+
+    /// Reads the ranker's aggregates at `at` (ms) from the online store: the item view for every
+    /// candidate and the user view once (not once per candidate), the two reads concurrently.
+    pub async fn read_aggregates(
+        &self,
+        features: &OnlineStore,
+        user: &str,
+        items: &[&str],
+        at: i64,
+    ) -> Result<Aggregates, FeatureError> {
+        let (item_refs, user_refs) = self.feature_refs();
+        let item_rows =
+            items.iter().map(|i| Entities { item: Some((*i).to_string()), ..Entities::default() }).collect();
+        let (items, user) = tokio::join!(
+            read_values(features, item_refs, item_rows, at),
+            read_values(features, user_refs, vec![Entities::user(user.to_string())], at)
+        );
+        Ok(Aggregates { items: items?, user: user?.pop().unwrap_or_default() })
+    }
+
+    /// The ranker's feature rows of `candidates` (row-major, the bundle's feature list): each
+    /// source's score of each candidate, the recency similarity, affinities and ages from `live`,
+    /// the online `aggregates` — filled by [`cascade_bundle::Layout::assemble`], the code training
+    /// fills its rows with. `None` when the bundle has no usable rankers.
+    pub fn feature_rows(
+        &self,
+        p: &Prepared,
+        candidates: &[Candidate],
+        aggregates: &Aggregates,
+        live: &Live,
+    ) -> Option<Vec<f64>> {
+        let stage = self.ranking.as_ref()?;
+        let items: Vec<u32> = candidates.iter().map(|c| c.item).collect();
         let user = p.user.unwrap_or(u32::MAX);
         let ones = vec![1f32; p.history.len()];
         let mut buf = vec![0f32; items.len()];
@@ -494,42 +562,7 @@ impl Serving {
                 .collect(),
             user_aggs: if aggregates.user.len() == missing_user.len() { &aggregates.user } else { &missing_user },
         };
-        let values = stage.layout.assemble(&inputs);
-        let n_features = stage.layout.names.len();
-        let rankers = &stage.rankers;
-        let light_cols: Vec<f64> = (0..items.len())
-            .flat_map(|r| rankers.light_features.iter().map(move |&c| (r, c)))
-            .map(|(r, c)| values[r * n_features + c])
-            .collect();
-        let light = rankers.light.score_batch(&light_cols);
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by(|&a, &b| light[b].total_cmp(&light[a]).then(a.cmp(&b)));
-        order.truncate(keep.unwrap_or(rankers.params.light_keep).max(1));
-        let kept_values: Arc<[f64]> =
-            order.iter().flat_map(|&r| &values[r * n_features..(r + 1) * n_features]).copied().collect();
-        let heavy = rankers.heavy.predict_raw_batch(&kept_values);
-        let mut ranked: Vec<RankedItem> = order
-            .iter()
-            .enumerate()
-            .map(|(j, &r)| {
-                let probability = rankers.calibrator.apply(heavy[j]);
-                RankedItem {
-                    item: items[r],
-                    candidate: candidates[r].clone(),
-                    light: Some(light[r]),
-                    heavy: Some(heavy[j]),
-                    probability: Some(probability),
-                    score: heavy[j],
-                    features: FeatureRow { matrix: kept_values.clone(), row: j, width: n_features },
-                }
-            })
-            .collect();
-        // Best first by the heavy score; ties keep the light order.
-        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-        for r in &mut ranked {
-            r.score = r.probability.unwrap_or(r.score);
-        }
-        Some(ranked)
+        Some(stage.layout.assemble(&inputs))
     }
 
     /// The heavy ranker's strongest reasons for one ranked item: (feature, value, contribution).
@@ -666,6 +699,25 @@ pub fn feature_digest(rows: &[&[f64]]) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// Per row, the features `refs` (`view:feature`) as ranker values.
+async fn read_values(
+    features: &OnlineStore,
+    refs: &[String],
+    rows: Vec<Entities>,
+    at: i64,
+) -> Result<Vec<Vec<f64>>, FeatureError> {
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selection = features.features().select(refs)?;
+    let values = features.read(&selection, &rows, Timestamp(at)).await?;
+    let names: Vec<&str> = refs.iter().map(|r| r.split_once(':').map_or(r.as_str(), |(_, f)| f)).collect();
+    Ok(values
+        .iter()
+        .map(|row| names.iter().zip(row).map(|(name, v)| aggregate_value(name, v.value.as_ref())).collect())
+        .collect())
 }
 
 #[cfg(test)]

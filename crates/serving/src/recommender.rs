@@ -16,14 +16,14 @@
 
 use crate::error::{Error, Result};
 use crate::live::Live;
-use crate::pipeline::{self as serving, Aggregates, Pipeline, Prepared, RankedItem, Serving};
+use crate::pipeline::{self as serving, Pipeline, Prepared, RankedItem, Serving};
 use cascade_api::{
     ItemTrace, RankRequest, Reason, RecommendationRequest, RecommendationResponse, RecommendedItem, RemovedItem,
     ServingPath, SimilarItem, SimilarResponse, SourceHit,
 };
-use cascade_bundle::{Candidate, Hit, LoadedBundle, aggregate_value};
+use cascade_bundle::{Candidate, Hit, LoadedBundle};
 use cascade_core::{Clock, Impression, Record, Timestamp};
-use cascade_features::{Entities, OnlineStore};
+use cascade_features::OnlineStore;
 use cascade_models::AnyModel;
 use parking_lot::{Mutex, RwLock};
 use rand::SeedableRng;
@@ -356,43 +356,6 @@ struct Outcome {
     path: ServingPath,
 }
 
-/// Reads the ranker's aggregates from the online store: the item view for every candidate and
-/// the user view once (not once per candidate), the two reads concurrently.
-async fn read_aggregates(
-    features: &OnlineStore,
-    serving: &Serving,
-    user: &str,
-    items: &[&str],
-    at: i64,
-) -> Result<Aggregates, cascade_features::FeatureError> {
-    let (item_refs, user_refs) = serving.feature_refs();
-    let item_rows = items.iter().map(|i| Entities { item: Some((*i).to_string()), ..Entities::default() }).collect();
-    let (items, user) = tokio::join!(
-        read_values(features, item_refs, item_rows, at),
-        read_values(features, user_refs, vec![Entities::user(user.to_string())], at)
-    );
-    Ok(Aggregates { items: items?, user: user?.pop().unwrap_or_default() })
-}
-
-/// Per row, the features `refs` (`view:feature`) as ranker values.
-async fn read_values(
-    features: &OnlineStore,
-    refs: &[String],
-    rows: Vec<Entities>,
-    at: i64,
-) -> Result<Vec<Vec<f64>>, cascade_features::FeatureError> {
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let selection = features.features().select(refs)?;
-    let values = features.read(&selection, &rows, Timestamp(at)).await?;
-    let names: Vec<&str> = refs.iter().map(|r| r.split_once(':').map_or(r.as_str(), |(_, f)| f)).collect();
-    Ok(values
-        .iter()
-        .map(|row| names.iter().zip(row).map(|(name, v)| aggregate_value(name, v.value.as_ref())).collect())
-        .collect())
-}
-
 /// The user's precomputed lists (one online-store read for all of the pipeline's precomputed
 /// sources, under the features deadline) into `prepared`. Without them the sources score the
 /// user at request time: slower, never wrong.
@@ -527,7 +490,7 @@ async fn cascade(
                 }
             }
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            read_aggregates(&features, &s, &u, &ids, now).await.map_err(|e| e.to_string())
+            s.read_aggregates(&features, &u, &ids, now).await.map_err(|e| e.to_string())
         })
     });
     let aggregates = match tokio::time::timeout(deadline, read).await {

@@ -372,7 +372,10 @@ pub fn build_block(
     let last = split.train_rows().iter().map(|r| r.ts).max().unwrap_or(0);
     // Features are read as of just after the newest history row: everything before the cut.
     let at = last * unit_ms + 1;
-    let (agg_names, item_aggs, user_aggs) = aggregates(split, at, unit_ms)?;
+    // The replay reads a label at T as of T - 1 ms (nothing at T may leak into it); labels at
+    // `at + 1` read as of `at`, the instant the ages above are measured at and a request at
+    // `at` reads the online store at. The held-out rows are not in this replay.
+    let (agg_names, item_aggs, user_aggs) = aggregates(split, at + 1, unit_ms)?;
     let m = training::matrix(split, false);
 
     // Time-ordered histories, for the recency similarity.
