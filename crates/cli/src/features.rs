@@ -1,18 +1,12 @@
-//! `cascade features ...`: point-in-time training sets from the event log, written as Parquet.
+//! `cascade features ...`: the flags, label rows from a CSV file or the log's events, and
+//! printing. The training set is `cascade_features::training_set`, its Parquet file
+//! `cascade_features::training_set_parquet`.
 
 use crate::project::Project;
 use anyhow::{Context, Result, bail};
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use cascade_core::{FieldType, Record, Timestamp, Value};
-use cascade_features::{Entities, FeatureSet, LabelRow, Status, TrainingSet, training_set};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
-use std::collections::BTreeSet;
+use cascade_features::{Entities, FeatureSet, LabelRow, training_set, training_set_parquet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FeaturesCommand {
@@ -111,13 +105,7 @@ fn training_set_cmd(project: &Project, args: &TrainingSetArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let ts = training_set(&set, &selection, store.read_from(0), &labels)?;
     drop(store);
-    let context: Vec<String> = labels
-        .iter()
-        .flat_map(|l| l.entities.fields.iter().map(|(n, _)| n.clone()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    write_parquet(&args.out, &ts, &context)?;
+    training_set_parquet::write(&args.out, &ts, &training_set_parquet::context_columns(&ts))?;
     let late: u64 = ts.late_dropped.iter().map(|(_, n)| n).sum();
     eprintln!(
         "wrote {} rows × {} features to {} in {:.2?} ({late} late records dropped)",
@@ -244,153 +232,6 @@ fn labels_from_events(store: &cascade_store::Store, event_type: &str, field: Opt
         rows.push(LabelRow { entities: Entities { user: e.user, item: e.item, fields: e.fields }, ts: e.ts, label });
     }
     Ok(rows)
-}
-
-fn data_type(ty: FieldType) -> DataType {
-    match ty {
-        FieldType::Bool => DataType::Boolean,
-        FieldType::Int => DataType::Int64,
-        FieldType::Float => DataType::Float64,
-        FieldType::String => DataType::Utf8,
-        FieldType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-        FieldType::StringList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-    }
-}
-
-/// One typed column from values (`None` and values of another type are null).
-fn column<'a>(ty: FieldType, values: impl Iterator<Item = Option<&'a Value>>) -> ArrayRef {
-    match ty {
-        FieldType::Bool => {
-            let mut b = BooleanBuilder::new();
-            values.for_each(|v| b.append_option(if let Some(Value::Bool(x)) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
-        }
-        FieldType::Int => {
-            let mut b = Int64Builder::new();
-            values.for_each(|v| b.append_option(if let Some(Value::Int(x)) = v { Some(*x) } else { None }));
-            Arc::new(b.finish())
-        }
-        FieldType::Float => {
-            let mut b = Float64Builder::new();
-            values.for_each(|v| {
-                b.append_option(match v {
-                    Some(Value::Float(x)) => Some(*x),
-                    Some(Value::Int(x)) => Some(*x as f64),
-                    _ => None,
-                })
-            });
-            Arc::new(b.finish())
-        }
-        FieldType::String => {
-            let mut b = StringBuilder::new();
-            values.for_each(|v| b.append_option(if let Some(Value::String(x)) = v { Some(x) } else { None }));
-            Arc::new(b.finish())
-        }
-        FieldType::Timestamp => Arc::new(
-            values
-                .map(|v| if let Some(Value::Timestamp(t)) = v { Some(t.0) } else { None })
-                .collect::<TimestampMillisecondArray>()
-                .with_timezone("UTC"),
-        ),
-        FieldType::StringList => {
-            let mut b = ListBuilder::new(StringBuilder::new());
-            for v in values {
-                match v {
-                    Some(Value::StringList(l)) => {
-                        l.iter().for_each(|s| b.values().append_value(s));
-                        b.append(true);
-                    }
-                    _ => b.append(false),
-                }
-            }
-            Arc::new(b.finish())
-        }
-    }
-}
-
-/// The type every label shares: int, float (ints and floats), bool, else string.
-fn label_type(ts: &TrainingSet) -> FieldType {
-    let types: BTreeSet<&str> =
-        ts.rows.iter().filter_map(|r| r.label.as_ref()).map(|v| v.field_type().name()).collect();
-    match types.iter().copied().collect::<Vec<_>>().as_slice() {
-        ["int"] => FieldType::Int,
-        ["float"] | ["float", "int"] => FieldType::Float,
-        ["bool"] | [] => FieldType::Bool,
-        _ => FieldType::String,
-    }
-}
-
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Present => "present",
-        Status::Default => "default",
-        Status::StaleOutsideTtl => "stale_outside_ttl",
-        Status::NotFound => "not_found",
-    }
-}
-
-/// Columns: `ts`, `user`, `item`, each context field, `label`, then per feature `view:feature`
-/// (typed) and `view:feature:status`. Rows in label order, in record batches of 64k rows.
-pub fn write_parquet(path: &Path, ts: &TrainingSet, context: &[String]) -> Result<()> {
-    let label_ty = label_type(ts);
-    let mut fields = vec![
-        Field::new("ts", data_type(FieldType::Timestamp), false),
-        Field::new("user", DataType::Utf8, true),
-        Field::new("item", DataType::Utf8, true),
-    ];
-    fields.extend(context.iter().map(|c| Field::new(c.as_str(), DataType::Utf8, true)));
-    fields.push(Field::new("label", data_type(label_ty), true));
-    for c in &ts.columns {
-        fields.push(Field::new(c.name(), data_type(c.ty), true));
-        fields.push(Field::new(format!("{}:status", c.name()), DataType::Utf8, false));
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?)).build();
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-    for rows in ts.rows.chunks(64 * 1024) {
-        let mut cols: Vec<ArrayRef> = vec![
-            Arc::new(rows.iter().map(|r| Some(r.ts.0)).collect::<TimestampMillisecondArray>().with_timezone("UTC")),
-            column(
-                FieldType::String,
-                rows.iter()
-                    .map(|r| r.entities.user.clone().map(Value::String))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(Option::as_ref),
-            ),
-            column(
-                FieldType::String,
-                rows.iter()
-                    .map(|r| r.entities.item.clone().map(Value::String))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(Option::as_ref),
-            ),
-        ];
-        for c in context {
-            let strings: Vec<Option<Value>> = rows
-                .iter()
-                .map(|r| {
-                    r.entities.field(c).map(|v| match v {
-                        Value::String(s) => Value::String(s.clone()),
-                        other => Value::String(other.to_json().to_string()),
-                    })
-                })
-                .collect();
-            cols.push(column(FieldType::String, strings.iter().map(Option::as_ref)));
-        }
-        cols.push(column(label_ty, rows.iter().map(|r| r.label.as_ref())));
-        for (i, c) in ts.columns.iter().enumerate() {
-            cols.push(column(c.ty, rows.iter().map(|r| r.values[i].value.as_ref())));
-            let mut b = StringBuilder::new();
-            rows.iter().for_each(|r| b.append_value(status_name(r.values[i].status)));
-            cols.push(Arc::new(b.finish()));
-        }
-        writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
-    }
-    writer.close()?;
-    Ok(())
 }
 
 pub use cascade_features::offline;

@@ -29,6 +29,10 @@ impl Project {
         };
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut config = Config::load(&text, &path.display().to_string(), std::env::vars())?;
+        // `[pipelines]` is typed and validated here, where every command loads the project, so a
+        // wrong key is named before anything runs (serving builds the same pipelines again).
+        cascade_serving::pipeline::Pipeline::from_tables(&config.pipelines)
+            .with_context(|| format!("{}: [pipelines]", path.display()))?;
         if config.project.data_dir.is_relative() {
             let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             config.project.data_dir = base.join(&config.project.data_dir);

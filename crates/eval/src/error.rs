@@ -3,7 +3,8 @@ use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong while loading a split or evaluating recommendations.
+/// Everything that can go wrong while loading a split, evaluating recommendations or evaluating
+/// a policy off-policy.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Opening or reading a file failed (including a corrupt gzip stream).
@@ -22,6 +23,23 @@ pub enum Error {
     /// The split has no evaluation user, so every average would be 0/0.
     #[error("the split has no evaluation user (no train user has a test row)")]
     NoEvalUsers,
+    /// A target policy that is not `logged`, `greedy` or `epsilon:<share>` with the share
+    /// within 0..=1 (`policy::Target`'s `FromStr`).
+    #[error("`{text}`: {reason}")]
+    InvalidTarget { text: String, reason: &'static str },
+    /// An outcome type for off-policy evaluation that is not a declared event type other than
+    /// the impression.
+    #[error("`{name}` is not an outcome event type (declared: {})", declared.join(", "))]
+    NotAnOutcome { name: String, declared: Vec<String> },
+    /// An outcome type whose events carry no item, so they cannot be attributed to impressions.
+    #[error("`{0}` events carry no item, so they cannot be attributed to an impression")]
+    OutcomeWithoutItem(String),
+    /// Off-policy evaluation found no impression events in the log.
+    #[error("no impressions in the log: serve recommendations with serving.log_impressions = true first")]
+    NoImpressions,
+    /// Off-policy evaluation of one pipeline found no impressions it served.
+    #[error("no impressions of pipeline `{pipeline}` in the log (logged pipelines: {})", logged.join(", "))]
+    NoPipelineImpressions { pipeline: String, logged: Vec<String> },
 }
 
 impl Error {
@@ -40,7 +58,14 @@ impl Error {
             // The input files could not be read.
             Error::Io { .. } => ErrorKind::Internal,
             // The input (files, fraction or data) is unusable as given.
-            Error::Malformed { .. } | Error::InvalidFraction(_) | Error::NoEvalUsers => ErrorKind::Invalid,
+            Error::Malformed { .. }
+            | Error::InvalidFraction(_)
+            | Error::NoEvalUsers
+            | Error::InvalidTarget { .. }
+            | Error::NotAnOutcome { .. }
+            | Error::OutcomeWithoutItem(_) => ErrorKind::Invalid,
+            // The log holds nothing to evaluate (for that pipeline).
+            Error::NoImpressions | Error::NoPipelineImpressions { .. } => ErrorKind::NotFound,
             // The caller (a model or its glue) produced lists that break the protocol: a bug.
             Error::InvalidRecommendations(_) => ErrorKind::Internal,
         }

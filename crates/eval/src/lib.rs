@@ -7,6 +7,11 @@
 //!   exclusion ([`top_k_excluding_seen`], [`recommend_all`]) and [`evaluate`] → [`Report`].
 //! - [`metrics`]: the metric definitions themselves (NDCG, recall, HR, MRR, MAP, coverage,
 //!   novelty, ROC-AUC, PR-AUC as average precision, ECE).
+//! - [`offpolicy`]: the IPS and SNIPS estimators over logged slates, and the exact inclusion
+//!   probabilities of slot exploration ([`offpolicy::epsilon_greedy_inclusion`]), which serving
+//!   logs and target policies are scored with.
+//! - [`policy`]: off-policy evaluation of a serving policy on the impressions and outcome events
+//!   of the log (attribution of outcomes, target policies, the estimates).
 //!
 //! A most-popular baseline, end to end:
 //!
@@ -35,6 +40,7 @@
 pub mod error;
 pub mod metrics;
 pub mod offpolicy;
+pub mod policy;
 pub mod protocol;
 
 pub use cascade_core::ErrorKind;

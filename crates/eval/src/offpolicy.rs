@@ -202,6 +202,68 @@ impl Weighted {
     }
 }
 
+/// Explored slots out of `k` for a share of the slate: `round(share * k)` (halves away from
+/// zero), at most `k`; 0 for a share of 0 or less, or NaN (an unvalidated share must not
+/// explore). Serving's exploration config and [`crate::policy::Target::Epsilon`] both count
+/// slots with it.
+pub fn explored_slots(share: f64, k: usize) -> usize {
+    if share.is_nan() || share <= 0.0 {
+        return 0;
+    }
+    ((share * k as f64).round() as usize).min(k)
+}
+
+/// One request's split of the ranked list under slot exploration: `[0, greedy)` is shown as
+/// ranked, `explored` items come from `[greedy, tail_end)`.
+///
+/// The one place that decides what can be explored, so serving's exploration and
+/// [`epsilon_greedy_inclusion`] cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExplorationPlan {
+    pub greedy: usize,
+    pub explored: usize,
+    pub tail_end: usize,
+}
+
+impl ExplorationPlan {
+    /// The plan for `n_ranked` candidates, `k` slots of which `slots` are explored (capped at
+    /// the tail and at k), from a tail of `tail` ranks starting at `k - m`.
+    pub fn new(n_ranked: usize, k: usize, slots: usize, tail: usize) -> ExplorationPlan {
+        let m = slots.min(tail).min(k);
+        // With n <= k every ranked item is shown anyway: exploring would change nothing but the
+        // order, and the propensities would all be 1.
+        if n_ranked <= k || m == 0 {
+            let shown = n_ranked.min(k);
+            return ExplorationPlan { greedy: shown, explored: 0, tail_end: shown };
+        }
+        let greedy = k - m;
+        // n > k and tail >= m, so the tail holds at least m items.
+        ExplorationPlan { greedy, explored: m, tail_end: n_ranked.min(greedy.saturating_add(tail)) }
+    }
+
+    /// The ranks exploration draws from: `tail_end - greedy`.
+    pub fn tail_len(&self) -> usize {
+        self.tail_end - self.greedy
+    }
+}
+
+/// The exact inclusion probability of the item at ranked position `rank` under epsilon-greedy
+/// exploration with `slots` explored slots out of `k`, a tail of `tail` items and `n_ranked`
+/// candidates: 1 for greedy positions, `m / |tail|` inside the tail actually explored (after the
+/// caps of [`ExplorationPlan::new`]), 0 beyond it. Off-policy evaluation uses it for the target
+/// propensities of a candidate configuration, which was never run and so logged none; serving
+/// logs exactly this for its epsilon-greedy explored items.
+pub fn epsilon_greedy_inclusion(rank: usize, n_ranked: usize, k: usize, slots: usize, tail: usize) -> f64 {
+    let plan = ExplorationPlan::new(n_ranked, k, slots, tail);
+    if rank < plan.greedy {
+        1.0
+    } else if rank < plan.tail_end {
+        plan.explored as f64 / plan.tail_len() as f64
+    } else {
+        0.0
+    }
+}
+
 /// Standard error of the mean of `xs` around `mean` (sample variance, n - 1).
 fn standard_error(xs: impl ExactSizeIterator<Item = f64>, mean: f64) -> f64 {
     let n = xs.len();
@@ -439,6 +501,41 @@ mod tests {
         assert_eq!(ips(&never, None).unwrap().value, 0.0);
         assert_eq!(ips(&never, None).unwrap().effective_sample_size, 0.0);
         assert!(snips(&never, None).unwrap_err().to_string().contains("0/0"));
+    }
+
+    #[test]
+    fn explored_slots_round_and_cap() {
+        assert_eq!(explored_slots(0.0, 10), 0);
+        assert_eq!(explored_slots(0.1, 10), 1);
+        assert_eq!(explored_slots(0.05, 10), 1, "halves round away from zero");
+        assert_eq!(explored_slots(0.04, 10), 0, "a share too small for k explores nothing");
+        assert_eq!(explored_slots(1.0, 10), 10);
+        assert_eq!(explored_slots(0.3, 0), 0);
+        assert_eq!(explored_slots(f64::NAN, 10), 0);
+        assert_eq!(explored_slots(-0.5, 10), 0);
+    }
+
+    #[test]
+    fn epsilon_greedy_inclusion_cases() {
+        // k = 10, m = 3: greedy 0..7, tail 7..15 (8 items).
+        assert_eq!(epsilon_greedy_inclusion(6, 30, 10, 3, 8), 1.0);
+        assert_eq!(epsilon_greedy_inclusion(7, 30, 10, 3, 8), 3.0 / 8.0);
+        assert_eq!(epsilon_greedy_inclusion(14, 30, 10, 3, 8), 3.0 / 8.0);
+        assert_eq!(epsilon_greedy_inclusion(15, 30, 10, 3, 8), 0.0);
+        // The list ends inside the tail: 7..12.
+        assert_eq!(epsilon_greedy_inclusion(11, 12, 10, 3, 8), 3.0 / 5.0);
+        assert_eq!(epsilon_greedy_inclusion(12, 12, 10, 3, 8), 0.0);
+        // Shorter than k: everything is shown.
+        assert_eq!(epsilon_greedy_inclusion(8, 9, 10, 3, 8), 1.0);
+        assert_eq!(epsilon_greedy_inclusion(9, 9, 10, 3, 8), 0.0);
+        // A tail of 2 caps 5 slots at 2: the top 8 stay greedy.
+        assert_eq!(epsilon_greedy_inclusion(8, 30, 10, 5, 2), 1.0);
+        assert_eq!(epsilon_greedy_inclusion(10, 30, 10, 5, 2), 0.0);
+        // The probabilities add up to the slate size.
+        let total: f64 = (0..30).map(|r| epsilon_greedy_inclusion(r, 30, 10, 3, 8)).sum();
+        assert!((total - 10.0).abs() < 1e-12);
+        assert_eq!(ExplorationPlan::new(12, 10, 3, 8), ExplorationPlan { greedy: 7, explored: 3, tail_end: 12 });
+        assert_eq!(ExplorationPlan::new(9, 10, 3, 8).tail_len(), 0);
     }
 
     fn logs() -> impl Strategy<Value = Vec<Vec<(f64, f64, f64)>>> {

@@ -18,6 +18,7 @@
 //! - [`as_of_join`] — label rows joined point-in-time against precomputed feature tables
 //!   (Feast's `get_historical_features`, strictly before `T`), a sort-merge over sorted arrays.
 //! - [`offline`] — the offline store: the log's events as day-partitioned Parquet.
+//! - [`training_set_parquet`] — a [`TrainingSet`] written as one Parquet file.
 //!
 //! # State layout
 //!
@@ -147,6 +148,7 @@ mod online;
 mod online_store;
 mod replay;
 mod state;
+pub mod training_set_parquet;
 
 pub use asof::as_of_join;
 pub use audit::{AuditReport, LoggedValue, LoggedVector, Mismatch, audit, context_value};

@@ -26,6 +26,10 @@
 //! assert!(explored.iter().all(|p| (8..13).contains(&p.index) && p.propensity == 0.4));
 //! ```
 
+// The split of the ranked list, its exact inclusion probabilities and the slot count are
+// off-policy evaluation's, so what serving logs and what a target policy is scored with agree.
+pub use cascade_eval::offpolicy::epsilon_greedy_inclusion;
+use cascade_eval::offpolicy::{ExplorationPlan as Plan, explored_slots};
 use rand::Rng;
 use rand::seq::index;
 use rand_distr::{Beta, Distribution};
@@ -120,11 +124,7 @@ impl ExplorationConfig {
 
     /// Explored slots out of `k` before any per-request cap (see [`ExplorationConfig::share`]).
     pub fn slots(&self, k: usize) -> usize {
-        // NaN as well as 0: an unvalidated share must not explore.
-        if self.share.is_nan() || self.share <= 0.0 {
-            return 0;
-        }
-        ((self.share * k as f64).round() as usize).min(k)
+        explored_slots(self.share, k)
     }
 }
 
@@ -137,36 +137,6 @@ pub struct Pick {
     /// backups.
     pub propensity: f64,
     pub explored: bool,
-}
-
-/// One request's split of the ranked list: `[0, greedy)` is shown as ranked, `explored` items
-/// come from `[greedy, tail_end)`.
-#[derive(Debug, Clone, Copy)]
-struct Plan {
-    greedy: usize,
-    explored: usize,
-    tail_end: usize,
-}
-
-impl Plan {
-    /// The one place that decides what can be explored, so [`explore`] and
-    /// [`epsilon_greedy_inclusion`] cannot disagree.
-    fn new(n_ranked: usize, k: usize, slots: usize, tail: usize) -> Plan {
-        let m = slots.min(tail).min(k);
-        // With n <= k every ranked item is shown anyway: exploring would change nothing but the
-        // order, and the propensities would all be 1.
-        if n_ranked <= k || m == 0 {
-            let shown = n_ranked.min(k);
-            return Plan { greedy: shown, explored: 0, tail_end: shown };
-        }
-        let greedy = k - m;
-        // n > k and tail >= m, so the tail holds at least m items.
-        Plan { greedy, explored: m, tail_end: n_ranked.min(greedy.saturating_add(tail)) }
-    }
-
-    fn tail_len(&self) -> usize {
-        self.tail_end - self.greedy
-    }
 }
 
 /// Builds one request's preference order from the ranked list (`n_ranked` candidates, index 0
@@ -291,22 +261,6 @@ fn sample_top<R: Rng + ?Sized>(posteriors: &[Beta<f64>], m: usize, draw: &mut [(
     }
     let by_rate = |a: &(f64, usize), b: &(f64, usize)| -> Ordering { b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)) };
     draw.select_nth_unstable_by(m - 1, by_rate);
-}
-
-/// The exact inclusion probability of the item at ranked position `rank` under epsilon-greedy
-/// exploration with `slots` explored slots out of `k`, a tail of `tail` items and `n_ranked`
-/// candidates: 1 for greedy positions, `m / |tail|` inside the tail actually explored (after the
-/// same caps [`explore`] applies), 0 beyond it. Off-policy evaluation uses it for the target
-/// propensities of a candidate configuration, which was never run and so logged none.
-pub fn epsilon_greedy_inclusion(rank: usize, n_ranked: usize, k: usize, slots: usize, tail: usize) -> f64 {
-    let plan = Plan::new(n_ranked, k, slots, tail);
-    if rank < plan.greedy {
-        1.0
-    } else if rank < plan.tail_end {
-        plan.explored as f64 / plan.tail_len() as f64
-    } else {
-        0.0
-    }
 }
 
 #[cfg(test)]
