@@ -71,14 +71,10 @@ pub enum Audience {
     All,
 }
 
-/// Who a source serves, by its name: the collaborative sources (`als`, `itemknn`, `bpr`) only
-/// users with history, whose estimates for anyone else are noise; the others (`content`,
-/// `trending`, `pop`) everyone. Serving's generator and training's are built by this one rule.
+/// Who a source serves, by its name ([`SourceKind::audience`]; a source of another name, as
+/// in tests, serves everyone). Serving's generator and training's are built by this one rule.
 pub fn audience_of(source: &str) -> Audience {
-    match source {
-        "als" | "itemknn" | "bpr" => Audience::Warm,
-        _ => Audience::All,
-    }
+    crate::SourceKind::parse(source).map_or(Audience::All, crate::SourceKind::audience)
 }
 
 pub struct SourceSpec {

@@ -39,6 +39,7 @@ mod error;
 mod layout;
 mod loaded;
 mod rankers;
+mod source;
 mod sources;
 mod tokens;
 
@@ -52,5 +53,6 @@ pub use layout::{
 };
 pub use loaded::LoadedBundle;
 pub use rankers::{Rankers, ServingParams};
+pub use source::{SourceKind, default_quotas};
 pub use sources::{AnnSource, ListSource, PrecomputedSource, RetrieverSource, decode_list, encode_list};
 pub use tokens::{ItemTokens, attribute_tokens};

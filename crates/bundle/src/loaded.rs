@@ -1,6 +1,7 @@
 //! A trained bundle loaded for serving: its models, id maps and ANN index, and the candidate
 //! generator built from them.
 
+use crate::SourceKind;
 use crate::artifacts::{self, ALS_INDEX, RANKERS, RANKING};
 use crate::candidates::{Generator, SourceSpec, audience_of};
 use crate::error::{Error, Result};
@@ -76,9 +77,9 @@ impl LoadedBundle {
     pub fn generator_with(&self, quotas: &BTreeMap<String, usize>, precomputed: &[String]) -> Generator {
         let mut sources = Vec::new();
         for (name, &quota) in quotas {
-            if name == "als" {
-                if let (Some(als), Some(index)) = (self.models.get("als"), &self.als_index)
-                    && let Some(source) = AnnSource::new("als", als.clone(), index.clone())
+            if name == SourceKind::Als.name() {
+                if let (Some(als), Some(index)) = (self.models.get(name), &self.als_index)
+                    && let Some(source) = AnnSource::new(name.as_str(), als.clone(), index.clone())
                 {
                     sources.push(SourceSpec::warm(Box::new(source), quota));
                 }

@@ -14,7 +14,7 @@ use crate::live::{Live, UserHistory};
 use crate::rules::{ItemFacts, Rule, RuleContext, RuleError, Rules};
 use cascade_bundle::{
     Candidate, CandidateInputs, CandidateSource, Generator, Layout, Lists, LoadedBundle, Rankers, Request,
-    RetrieverSource, TokenProfile, affinity, aggregate_value, decode_list, encode_list,
+    RetrieverSource, SourceKind, TokenProfile, affinity, aggregate_value, decode_list, encode_list,
 };
 use cascade_core::Timestamp;
 use cascade_features::{Entities, FeatureError, OnlineStore};
@@ -63,10 +63,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        let sources = [("als", 150), ("itemknn", 100), ("bpr", 100), ("content", 50), ("trending", 50), ("pop", 50)]
-            .into_iter()
-            .map(|(n, q)| (n.to_string(), q))
-            .collect();
+        let sources = cascade_bundle::default_quotas();
         PipelineConfig {
             sources,
             candidates: 500,
@@ -116,11 +113,11 @@ impl Pipeline {
     /// Validates `config`; errors name the field as `pipelines.<name>.<field>`.
     pub fn new(name: &str, config: PipelineConfig) -> Result<Pipeline> {
         let field = |f: &str, why: &str| Error::config(format!("pipelines.{name}.{f}"), why);
-        let known = ["als", "itemknn", "bpr", "content", "trending", "pop"];
-        if let Some(s) = config.sources.keys().find(|s| !known.contains(&s.as_str())) {
-            return Err(field(&format!("sources.{s}"), &format!("unknown source (known: {})", known.join(", "))));
+        if let Some(s) = config.sources.keys().find(|s| SourceKind::parse(s).is_none()) {
+            return Err(field(&format!("sources.{s}"), &format!("unknown source (known: {})", SourceKind::names())));
         }
-        if let Some(s) = config.precomputed.iter().find(|s| !config.sources.contains_key(*s) || *s == "als") {
+        let als = SourceKind::Als.name();
+        if let Some(s) = config.precomputed.iter().find(|s| !config.sources.contains_key(*s) || *s == als) {
             return Err(field(
                 &format!("precomputed.{s}"),
                 "must be one of the pipeline's sources other than als (which the ANN index serves)",

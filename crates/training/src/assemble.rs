@@ -6,7 +6,7 @@ use crate::dataset::LogData;
 use crate::error::{Error, Result};
 use crate::ranking::{self, Catalogue, RankingParams};
 use crate::retrieval::{self, Evaluation, ModelKind, matrix, report_metrics};
-use cascade_bundle::{ItemTokens, artifacts};
+use cascade_bundle::{ItemTokens, SourceKind, artifacts};
 use cascade_core::config::{FeatureScale, TrainConfig};
 use cascade_eval::Split;
 use cascade_models::{AnyModel, Persist as _, Popularity};
@@ -115,7 +115,8 @@ pub fn train_bundle(
         }
         draft.models.push(ModelEntry { name: name.clone(), kind: name.clone(), params, artifacts: names });
     }
-    if config.models.iter().any(|m| m == "pop") {
+    // Trending is decayed popularity: trained whenever popularity is.
+    if config.models.iter().any(|m| m == SourceKind::Pop.name()) {
         let (entry, bytes) = trending(&full, &data.tokens)?;
         bundle.add_artifact(&entry.artifacts[0], &bytes)?;
         draft.models.push(entry);
@@ -147,6 +148,12 @@ fn io(what: &str, e: &std::io::Error) -> Error {
     Error::Bundle(cascade_bundle::Error::Artifact { artifact: what.to_string(), message: e.to_string() })
 }
 
+/// Whether the source `name` is one of `models` (trending comes with pop).
+fn trained_source(name: &str, models: &[&str]) -> bool {
+    let pop = SourceKind::Pop.name();
+    models.contains(&name) || (SourceKind::parse(name) == Some(SourceKind::Trending) && models.contains(&pop))
+}
+
 /// The ranking parameters of a training run: the default quotas of the sources the project
 /// trains, the configured feature scale and user sample.
 pub fn ranking_params(config: &TrainConfig, k: usize) -> RankingParams {
@@ -155,7 +162,7 @@ pub fn ranking_params(config: &TrainConfig, k: usize) -> RankingParams {
     let quotas = defaults
         .quotas
         .iter()
-        .filter(|(name, _)| models.contains(&name.as_str()) || (name.as_str() == "trending" && models.contains(&"pop")))
+        .filter(|(name, _)| trained_source(name, &models))
         .map(|(n, q)| (n.clone(), *q))
         .collect();
     let scale = config.ranker_features;
@@ -263,10 +270,10 @@ fn trending(full: &Split, tokens: &ItemTokens) -> Result<(ModelEntry, Vec<u8>)> 
     let mut bytes = Vec::new();
     model.save(&mut bytes)?;
     let entry = ModelEntry {
-        name: "trending".into(),
+        name: SourceKind::Trending.name().into(),
         kind: "popularity_decayed".into(),
         params: json!({"half_life_days": TRENDING_HALF_LIFE_DAYS, "segments": genres.ids()}),
-        artifacts: vec![artifacts::model("trending")],
+        artifacts: vec![artifacts::model(SourceKind::Trending.name())],
     };
     Ok((entry, bytes))
 }

@@ -29,8 +29,8 @@
 use crate::error::{Error, Result};
 use crate::retrieval::{self as training, ModelKind};
 use cascade_bundle::{
-    CandidateInputs, Generator, ItemTokens, Layout, Lists, OVERFETCH, Rankers, Request, ServingParams, TokenProfile,
-    affinity, aggregate_value, aggregate_views, is_cheap, rank_desc, recent_items,
+    CandidateInputs, Generator, ItemTokens, Layout, Lists, OVERFETCH, Rankers, Request, ServingParams, SourceKind,
+    TokenProfile, affinity, aggregate_value, aggregate_views, is_cheap, rank_desc, recent_items,
 };
 use cascade_core::{Config, Event, Record, Timestamp};
 use cascade_eval::metrics::{ece, ndcg_at_k};
@@ -102,10 +102,8 @@ pub struct RankingParams {
 
 impl Default for RankingParams {
     fn default() -> Self {
-        let quotas = [("als", 150), ("itemknn", 100), ("bpr", 100), ("content", 50), ("trending", 50), ("pop", 50)]
-            .into_iter()
-            .map(|(n, q)| (n.to_string(), q))
-            .collect();
+        // The same mix serving's pipelines start from.
+        let quotas = cascade_bundle::default_quotas();
         let heavy = |learning_rate: f64, num_leaves: usize, min_data_in_leaf: usize| gbdt::Params {
             objective: Task::LambdaRank,
             num_iterations: 500,
@@ -166,8 +164,8 @@ impl Retrievers {
         let m = training::matrix(split, false);
         let mut models = Vec::new();
         for name in quotas.keys() {
-            let model = match name.as_str() {
-                "trending" => {
+            let model = match SourceKind::parse(name) {
+                Some(SourceKind::Trending) => {
                     let train = split.train();
                     let rows: Vec<(u32, u32, i64)> = split
                         .train_rows()
@@ -178,9 +176,9 @@ impl Retrievers {
                     let half_life = TRENDING_HALF_LIFE_DAYS * DAY_MS as f64 / unit_ms as f64;
                     AnyModel::Popularity(Popularity::fit_decayed_rows(m.cols, &rows, now, half_life)?)
                 }
-                "content" if catalogue.tokens.is_empty() => continue,
-                other => {
-                    let kind = ModelKind::parse(other)?;
+                Some(SourceKind::Content) if catalogue.tokens.is_empty() => continue,
+                _ => {
+                    let kind = ModelKind::parse(name)?;
                     let p = params.get(&kind).cloned().unwrap_or_else(|| kind.base_params());
                     training::fit(kind, &p, split, &m, Some(&catalogue.tokens))?
                 }
