@@ -259,6 +259,31 @@ pub struct Health {
     pub reason: Option<String>,
 }
 
+/// One of the node's long-running jobs (`GET /v2/health/jobs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobHealth {
+    /// `live-view`, `feature-tail`, `registry-watch`, `precompute`, `offline-export`,
+    /// `store-maintenance`, `impressions`, `vector-log`.
+    pub name: String,
+    /// Rounds run so far (polls of a log consumer, runs of a schedule).
+    pub rounds: u64,
+    pub failures: u64,
+    /// Rounds that panicked; the job carried on with the next one.
+    pub panics: u64,
+    /// Failures since the last successful round: above zero, the job is retrying with backoff.
+    pub consecutive_failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Whether the job has ended (only while the node stops, or a queue writer whose queue closed).
+    pub ended: bool,
+}
+
+/// Body of `GET /v2/health/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobsResponse {
+    pub jobs: Vec<JobHealth>,
+}
+
 /// Body of `POST /v1/recommendations`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

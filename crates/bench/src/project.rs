@@ -15,6 +15,8 @@ pub fn load_config(path: &Path) -> Result<Config> {
         format!("reading {} (pass --config FILE, or run from the project's directory)", path.display())
     })?;
     let mut config = Config::load(&text, &path.display().to_string(), std::env::vars())?;
+    // Core only parses `[features]`; the feature engine resolves it, as `cascade` does on load.
+    cascade_features::FeatureSet::from_config(&config).with_context(|| format!("{}: [features]", path.display()))?;
     if config.project.data_dir.is_relative() {
         let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         config.project.data_dir = base.join(&config.project.data_dir);

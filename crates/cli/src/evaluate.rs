@@ -64,13 +64,7 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
         }
         _ => {
             let project = Project::load(config)?;
-            let store = crate::open_store_read_only(&project)?;
-            let data = cascade_training::dataset::from_log(
-                &store,
-                &project.config.train.interactions,
-                format!("log:{}", project.data_dir().display()),
-            )?;
-            store.close()?;
+            let data = project.training_data()?;
             if data.rows.is_empty() {
                 bail!("no interactions in the event log (event types in [train] interactions)");
             }

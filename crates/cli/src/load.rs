@@ -186,11 +186,6 @@ fn source(args: &SourceArgs) -> Result<Source> {
     })
 }
 
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
-}
-
 pub fn import(project: &Project, args: &ImportArgs) -> Result<()> {
     let summary =
         import_source(project, &source(&args.source)?, args.on_error == OnError::Skip, args.batch, args.json)?;
@@ -201,7 +196,7 @@ pub fn import(project: &Project, args: &ImportArgs) -> Result<()> {
 /// Imports one source into the project's store.
 pub fn import_source(project: &Project, source: &Source, skip: bool, batch: usize, json: bool) -> Result<Summary> {
     let schema = Schema::from_config(&project.config);
-    let now = now();
+    let now = Timestamp::now();
     if !skip {
         // Check everything before writing anything, so a failed import leaves no partial data.
         let bar = progress(json, "checking");

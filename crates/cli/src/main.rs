@@ -61,8 +61,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Serve the HTTP API until Ctrl-C / SIGTERM: ingestion, catalogue, online features,
-    /// recommendations (the bundle in service, hot-reloaded), health and Prometheus metrics.
+    /// Serve the HTTP API until Ctrl-C or SIGTERM.
+    ///
+    /// Event ingestion, the catalogue, online features, recommendations from the newest bundle
+    /// (hot-reloaded when `cascade train` writes a new one), health probes and Prometheus metrics
+    /// on /metrics. Ready (`/v2/health/ready`) once the event log has been read; a stop drains
+    /// requests and flushes the log.
     Serve {
         /// HOST:PORT to listen on (overrides server.addr).
         #[arg(long)]
@@ -72,7 +76,8 @@ enum Command {
     Import(load::ImportArgs),
     /// Generate a seeded synthetic world (catalogue, users, interactions) into the log or a file.
     Generate(generate::GenerateArgs),
-    /// Fit the project's retrieval models from the event log into a new versioned bundle.
+    /// Train the project's retrieval models and rankers from the event log into a new versioned
+    /// bundle, printing their offline metrics.
     Train(train::TrainArgs),
     /// Evaluate retrieval models offline: on split files, or on the project's event log.
     Evaluate(evaluate::EvaluateArgs),

@@ -33,6 +33,10 @@ impl Project {
         // wrong key is named before anything runs (serving builds the same pipelines again).
         cascade_serving::pipeline::Pipeline::from_tables(&config.pipelines)
             .with_context(|| format!("{}: [pipelines]", path.display()))?;
+        // Likewise `[features]`: core only parses the views, the feature engine resolves them
+        // (the node and training resolve them again, with the ranking views added).
+        cascade_features::FeatureSet::from_config(&config)
+            .with_context(|| format!("{}: [features]", path.display()))?;
         if config.project.data_dir.is_relative() {
             let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             config.project.data_dir = base.join(&config.project.data_dir);
@@ -42,6 +46,19 @@ impl Project {
 
     pub fn data_dir(&self) -> &Path {
         &self.config.project.data_dir
+    }
+
+    /// The interactions of `[train] interactions` and item tokens, read from the event log as it
+    /// stands (read-only: usable beside `cascade serve`).
+    pub fn training_data(&self) -> Result<cascade_training::dataset::LogData> {
+        let store = crate::open_store_read_only(self)?;
+        let data = cascade_training::dataset::from_log(
+            &store,
+            &self.config.train.interactions,
+            format!("log:{}", self.data_dir().display()),
+        )?;
+        store.close()?;
+        Ok(data)
     }
 }
 

@@ -36,13 +36,7 @@ pub fn registry(project: &Project) -> Result<Registry> {
 /// Trains every configured model and commits a bundle (see `cascade_training::train_bundle`),
 /// printing progress and the offline metrics.
 pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
-    let store = crate::open_store_read_only(project)?;
-    let data = cascade_training::dataset::from_log(
-        &store,
-        &project.config.train.interactions,
-        format!("log:{}", project.data_dir().display()),
-    )?;
-    store.close()?;
+    let data = project.training_data()?;
     let registry = registry(project)?;
     let config_hash = cascade_registry::sha256_hex(toml::to_string(&project.config)?.as_bytes());
     let options = TrainOptions { tune: !args.no_tune, k: args.k };

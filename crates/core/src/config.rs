@@ -55,7 +55,8 @@ pub struct Config {
     pub train: TrainConfig,
     /// Where online feature state lives and how it is served (`[features_store]`).
     pub features_store: FeaturesStoreConfig,
-    /// Feature views by name (`[features.<view>]`); none by default. See [`crate::features`].
+    /// Feature views by name (`[features.<view>]`); none by default. See [`crate::features`];
+    /// parsed here, resolved by `cascade_features`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, crate::features::ViewConfig>,
     /// How `cascade serve` serves recommendations (`[serving]`).
@@ -476,7 +477,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot: names and cross-field rules.
+    /// Checks what serde cannot: names and cross-field rules of the sections core owns.
+    /// `[features]` and `[pipelines]` are only parsed here; their engines resolve them
+    /// (`cascade_features::FeatureSet::from_config`, `cascade_serving::pipeline::Pipeline::from_tables`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, message: &str| Err(ConfigError::Invalid { key, message: message.to_string() });
         if self.server.max_batch_events == 0 {
@@ -550,12 +553,15 @@ impl Config {
         {
             return invalid("features_store.redis_url".into(), "must start with redis:// or unix://");
         }
-        crate::features::resolve(self)?;
+        // `[features]` is resolved (events, fields, windows, ratios) by the feature engine,
+        // `cascade_features::FeatureSet::from_config`, not here: core checks only what it owns.
         Ok(())
     }
 }
 
-pub(crate) fn is_identifier(s: &str) -> bool {
+/// The naming rule of event types, fields, attributes, feature views and features: lowercase
+/// ASCII letters, digits and `_`, not starting with a digit, at most 64 bytes.
+pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')

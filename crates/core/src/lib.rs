@@ -34,7 +34,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, ConfigError, FsyncPolicy};
 pub use error::ErrorKind;
 pub use event::{Event, ItemRecord, Record, UserRecord};
-pub use features::{ResolvedFeature, ResolvedView, ViewConfig};
+pub use features::ViewConfig;
 pub use impression::{IMPRESSION, Impression, ImpressionError};
 pub use interactions::{Csr, IdMap, Interactions};
 pub use schema::{FieldError, Schema};

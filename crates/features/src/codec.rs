@@ -13,8 +13,8 @@
 
 use crate::engine::{Admission, ViewState};
 use crate::key::EntityKey;
+use crate::resolve::ResolvedView;
 use crate::state::{Acc, EntityState, FeatState, Session, Tile};
-use cascade_core::features::ResolvedView;
 use cascade_core::{Timestamp, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

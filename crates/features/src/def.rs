@@ -1,7 +1,8 @@
 //! The compiled feature definitions an engine runs, and selections of features by name.
 
 use crate::error::{FeatureError, Result};
-use cascade_core::features::{AggSpec, ResolvedFeature, ResolvedView, ViewSource};
+use crate::resolve::{AggSpec, ResolvedFeature, ResolvedView};
+use cascade_core::features::ViewSource;
 use cascade_core::{Config, FieldType};
 
 /// The validated feature views of a project, in name order.
@@ -13,9 +14,10 @@ pub struct FeatureSet {
 
 impl FeatureSet {
     /// Validates and resolves the `[features.*]` tables of `config` (see
-    /// [`cascade_core::features::resolve`]); the error names the feature and the reason.
+    /// [`resolve`](crate::resolve())); the error ([`FeatureError::Definition`]) names the feature
+    /// and the reason.
     pub fn from_config(config: &Config) -> Result<FeatureSet> {
-        Ok(FeatureSet::from_views(cascade_core::features::resolve(config)?))
+        Ok(FeatureSet::from_views(crate::resolve(config)?))
     }
 
     pub fn from_views(views: Vec<ResolvedView>) -> FeatureSet {

@@ -4,9 +4,10 @@
 use crate::def::FeatureSet;
 use crate::error::{FeatureError, Result};
 use crate::key::{Entities, EntityKey, KeySource};
+use crate::resolve::{FieldRef, ResolvedView, filter_matches};
 use crate::state::{EntityState, NONE, Source, read_view};
 use crate::{FeatureValue, Status};
-use cascade_core::features::{FieldRef, ResolvedView, ViewSource};
+use cascade_core::features::ViewSource;
 use cascade_core::{Record, Timestamp};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +39,7 @@ impl Admission {
         let (key, src) = match (view.source, record) {
             (ViewSource::Events, Record::Event(e)) => {
                 if !view.events.contains(&e.event_type)
-                    || !view.filter.iter().all(|(n, want)| cascade_core::features::filter_matches(e.field(n), want))
+                    || !view.filter.iter().all(|(n, want)| filter_matches(e.field(n), want))
                 {
                     return None;
                 }

@@ -1,6 +1,6 @@
 //! Entity keys, and where their parts come from: an event, a catalogue record, or a request row.
 
-use cascade_core::features::FieldRef;
+use crate::resolve::FieldRef;
 use cascade_core::{Event, Value};
 use std::borrow::Cow;
 use std::fmt;

@@ -1,8 +1,9 @@
 //! Cascade's feature engine: one aggregation code path, run incrementally online and by replay
 //! for point-in-time correct training sets, so serving and training cannot disagree.
 //!
-//! Definitions are the `[features.<view>]` tables of `cascade.toml` (syntax and validation in
-//! [`cascade_core::features`]), compiled into a [`FeatureSet`]. Three things run them:
+//! Definitions are the `[features.<view>]` tables of `cascade.toml` (parsed and layered by
+//! [`cascade_core::features`]), resolved against the declared events and attributes by
+//! [`resolve()`] (errors name the key) and compiled into a [`FeatureSet`]. Three things run them:
 //!
 //! - [`Engine`] — the state in memory: [`Engine::apply`] one log record at a time,
 //!   [`Engine::read`] a view's features for a key as of an instant.
@@ -147,6 +148,7 @@ pub mod offline;
 mod online;
 mod online_store;
 mod replay;
+pub mod resolve;
 mod state;
 pub mod training_set_parquet;
 
@@ -160,6 +162,7 @@ pub use key::{Entities, EntityKey};
 pub use online::{CHECKPOINT_FILE, OnlineEngine};
 pub use online_store::{OnlineStore, Served};
 pub use replay::{LabelRow, TrainingRow, TrainingSet, training_set};
+pub use resolve::{AggSpec, FieldRef, ResolvedFeature, ResolvedView, Tiling, filter_matches, resolve};
 
 use cascade_core::{Timestamp, Value};
 use std::time::Duration;

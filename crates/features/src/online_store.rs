@@ -25,10 +25,11 @@ use crate::engine::{Admission, ViewStats};
 use crate::error::{FeatureError, Result};
 use crate::key::{Entities, EntityKey, KeySource};
 use crate::online::OnlineEngine;
+use crate::resolve::FieldRef;
 use crate::state::{EntityState, NONE, Source, read_view};
 use crate::{FeatureValue, Status};
 use cascade_core::config::{FeaturesBackend, FeaturesStoreConfig};
-use cascade_core::features::{FieldRef, ViewSource};
+use cascade_core::features::ViewSource;
 use cascade_core::{Record, Timestamp};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -614,7 +615,7 @@ impl Redis {
     fn decode(
         &self,
         buf: &[u8],
-        views: &[cascade_core::ResolvedView],
+        views: &[crate::resolve::ResolvedView],
         vi: usize,
         key: &EntityKey,
     ) -> Result<EntityState> {

@@ -6,8 +6,8 @@
 //! of the order they came in, so both paths agree; see the crate documentation for the argument.
 
 use crate::key::{Entities, value_str};
+use crate::resolve::{AggSpec, FieldRef, ResolvedFeature, ResolvedView, Tiling, filter_matches};
 use crate::{FeatureValue, Status};
-use cascade_core::features::{AggSpec, FieldRef, ResolvedFeature, ResolvedView, Tiling, filter_matches};
 use cascade_core::{Event, FieldType, ItemRecord, Timestamp, UserRecord, Value};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};

@@ -329,7 +329,8 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let Node { config, store, features, recommender, clock, supervisor, .. } = self;
-        let state = AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock);
+        let jobs = Arc::new(supervisor.health_handle());
+        let state = AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock).with_jobs(jobs);
         let served = cascade_server::serve(listener, state, shutdown).await;
         // Every answered request's impressions and vectors are queued; closing the queues lets
         // their writers drain them and end before the log closes.

@@ -242,6 +242,23 @@ impl HealthHandle {
     }
 }
 
+impl cascade_server::JobsReport for HealthHandle {
+    fn jobs(&self) -> Vec<cascade_api::JobHealth> {
+        self.get()
+            .into_iter()
+            .map(|(name, h)| cascade_api::JobHealth {
+                name: name.to_string(),
+                rounds: h.rounds,
+                failures: h.failures,
+                panics: h.panics,
+                consecutive_failures: h.consecutive_failures,
+                last_error: h.last_error,
+                ended: h.ended,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,12 @@ pub struct AppState {
     features: Arc<Features>,
     recommender: Arc<Recommender>,
     clock: Arc<dyn Clock>,
+    jobs: Option<Arc<dyn JobsReport>>,
+}
+
+/// What reports the node's jobs for `GET /v2/health/jobs` (the node's supervisor).
+pub trait JobsReport: Send + Sync {
+    fn jobs(&self) -> Vec<cascade_api::JobHealth>;
 }
 
 impl std::fmt::Debug for AppState {
@@ -70,7 +76,14 @@ impl AppState {
             features,
             recommender,
             clock,
+            jobs: None,
         }
+    }
+
+    /// The state with the node's jobs reported at `GET /v2/health/jobs`.
+    pub fn with_jobs(mut self, jobs: Arc<dyn JobsReport>) -> AppState {
+        self.jobs = Some(jobs);
+        self
     }
 }
 
@@ -82,7 +95,7 @@ impl AppState {
         features::post_features,
         recommend::post_recommendations, recommend::post_rank, recommend::get_similar,
         catalogue::put_item, catalogue::get_item, catalogue::put_user, catalogue::get_user,
-        ops::live, ops::ready, ops::metrics,
+        ops::live, ops::ready, ops::jobs, ops::metrics,
     ),
     tags(
         (name = "events", description = "Event ingestion"),
@@ -113,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{id}", get(catalogue::get_user).put(catalogue::put_user))
         .route("/v2/health/live", get(ops::live))
         .route("/v2/health/ready", get(ops::ready))
+        .route("/v2/health/jobs", get(ops::jobs))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .layer(DefaultBodyLimit::max(body_limit))

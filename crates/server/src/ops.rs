@@ -74,6 +74,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     Json(Health { status: "ready".into(), reason: None }).into_response()
 }
 
+#[utoipa::path(get, path = "/v2/health/jobs", tag = "operations",
+    responses((status = 200, description = "Every long-running job of the node: rounds, failures, the last error", body = cascade_api::JobsResponse)))]
+pub async fn jobs(State(state): State<AppState>) -> Json<cascade_api::JobsResponse> {
+    Json(cascade_api::JobsResponse { jobs: state.jobs.as_ref().map(|j| j.jobs()).unwrap_or_default() })
+}
+
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {

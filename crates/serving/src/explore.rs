@@ -351,24 +351,6 @@ mod tests {
         assert_eq!(epsilon_greedy_inclusion(10, 30, 10, 5, 2), 0.0);
     }
 
-    #[test]
-    fn epsilon_greedy_inclusion_cases() {
-        // k = 10, m = 3: greedy 0..7, tail 7..15 (8 items).
-        assert_eq!(epsilon_greedy_inclusion(6, 30, 10, 3, 8), 1.0);
-        assert_eq!(epsilon_greedy_inclusion(7, 30, 10, 3, 8), 3.0 / 8.0);
-        assert_eq!(epsilon_greedy_inclusion(14, 30, 10, 3, 8), 3.0 / 8.0);
-        assert_eq!(epsilon_greedy_inclusion(15, 30, 10, 3, 8), 0.0);
-        // The list ends inside the tail: 7..12.
-        assert_eq!(epsilon_greedy_inclusion(11, 12, 10, 3, 8), 3.0 / 5.0);
-        assert_eq!(epsilon_greedy_inclusion(12, 12, 10, 3, 8), 0.0);
-        // Shorter than k: everything is shown.
-        assert_eq!(epsilon_greedy_inclusion(8, 9, 10, 3, 8), 1.0);
-        assert_eq!(epsilon_greedy_inclusion(9, 9, 10, 3, 8), 0.0);
-        // The probabilities add up to the slate size.
-        let total: f64 = (0..30).map(|r| epsilon_greedy_inclusion(r, 30, 10, 3, 8)).sum();
-        assert!((total - 10.0).abs() < 1e-12);
-    }
-
     /// 20 000 seeded runs. Each frequency is a binomial proportion with standard error
     /// sqrt(p(1-p)/runs) (0.0034 at p = 3/8); 5 standard errors make a false failure about a
     /// one-in-a-million event per item, so the test checks the scheme, not the seed.

@@ -24,6 +24,22 @@ fn init_config_layers_and_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.toml") && err.contains("line 5") && err.contains("sometimes"), "{err}");
+    // `[features]` parses in core but is resolved by the feature engine when the project loads:
+    // every command refuses a view that makes no sense, naming the key.
+    std::fs::write(
+        dir.path().join("bad_features.toml"),
+        "[features.v]\nentity = \"user\"\nevents = [\"play\"]\n[features.v.features]\nc = { agg = \"count\" }\nr = { agg = \"ratio\", numerator = \"c\", denominator = \"nope\" }\n",
+    )
+    .unwrap();
+    let out = cascade(dir.path(), &["--config", "bad_features.toml", "config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad_features.toml")
+            && err.contains("features.v.features.r:")
+            && err.contains("denominator `nope` is not a feature"),
+        "{err}"
+    );
 }
 
 #[test]

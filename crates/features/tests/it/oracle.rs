@@ -5,8 +5,9 @@
 //! equals the replay for a label at `t + 1 ms`.
 
 use crate::{features, item, play, same, tx};
-use cascade_core::features::{AggSpec, FieldRef, ResolvedFeature, ResolvedView, ViewSource, filter_matches};
+use cascade_core::features::ViewSource;
 use cascade_core::{Event, Record, Timestamp, Value};
+use cascade_features::{AggSpec, FieldRef, ResolvedFeature, ResolvedView, filter_matches};
 use cascade_features::{Engine, Entities, EntityKey, FeatureSet, FeatureValue, LabelRow, Status, training_set};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
