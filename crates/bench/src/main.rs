@@ -15,7 +15,8 @@ mod project;
 mod requests;
 
 use anyhow::{Context, Result, bail, ensure};
-use cascade_core::{FsyncPolicy, Record};
+use cascade_core::Record;
+use cascade_store::FsyncPolicy;
 use cascade_store::{Store, StoreOptions};
 use cascade_testkit::{WorldConfig, event_json, events_iter};
 use clap::Parser;

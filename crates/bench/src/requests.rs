@@ -81,10 +81,13 @@ pub fn run(args: &RequestsArgs) -> Result<()> {
         Some(n) => n,
         None => configured_min_history(&config)?,
     };
-    let interactions: BTreeSet<String> = config.train.interactions.keys().cloned().collect();
+    let interactions: BTreeSet<String> = config.interactions()?.keys().cloned().collect();
     let data_dir = &config.project.data_dir;
-    let store = cascade_store::Store::open_read_only(data_dir, cascade_store::StoreOptions::from(&config.log))
-        .with_context(|| format!("reading the event log in {}", data_dir.display()))?;
+    let store = cascade_store::Store::open_read_only(
+        data_dir,
+        cascade_store::StoreOptions::from(&cascade_store::LogConfig::from_config(&config)?),
+    )
+    .with_context(|| format!("reading the event log in {}", data_dir.display()))?;
     let records = store.read_from(0).map(|entry| entry.map(|(_, record)| record).map_err(anyhow::Error::from));
     let users = histories(records, &interactions)?;
     drop(store);

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 /// Each source is asked for this many times its quota, so that items it shares with sources
-/// earlier in the interleaving do not leave its quota unfilled. Beyond that, overlap costs quota.
+/// earlier in the fill order do not leave its quota unfilled. Beyond that, overlap costs quota.
 pub const OVERFETCH: usize = 2;
 
 /// What a source needs to know about the request.
@@ -121,7 +121,7 @@ pub struct Hit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub item: u32,
-    /// The source whose quota this candidate used: the first to propose it in the interleaving.
+    /// The source whose quota this candidate used: the first to propose it in the fill order.
     pub source: usize,
     /// Every source that proposed the item, in source order.
     pub hits: Vec<Hit>,
@@ -129,16 +129,32 @@ pub struct Candidate {
 
 type SourceList = (usize, Vec<(u32, f32)>, usize);
 
+/// How a generator fills its list from the sources' lists. The rankers learn on candidate sets
+/// filled one way, so the way is recorded with them (`ServingParams::fill`) and serving fills
+/// the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fill {
+    /// Each source in order contributes its quota of new items before the next is asked: the
+    /// mix the rankers have always been trained on (both fills measured in docs/benchmarks.md).
+    #[default]
+    InOrder,
+    /// Every source's first new item, then every source's second, and so on: no source crowds
+    /// out the others in the retrieval order itself.
+    Interleaved,
+}
+
 #[derive(Debug)]
 pub struct Generator {
     sources: Vec<SourceSpec>,
     /// Users with fewer interactions than this are cold.
     pub min_history: usize,
+    pub fill: Fill,
 }
 
 impl Generator {
     pub fn new(sources: Vec<SourceSpec>) -> Self {
-        Generator { sources, min_history: 5 }
+        Generator { sources, min_history: 5, fill: Fill::default() }
     }
 
     /// The generator over `quotas` (source → candidates it may contribute, asked in the map's
@@ -153,7 +169,7 @@ impl Generator {
                 audience: audience_of(name),
             })
             .collect();
-        Generator { sources, min_history }
+        Generator { sources, min_history, fill: Fill::default() }
     }
 
     /// Number of sources.
@@ -180,10 +196,10 @@ impl Generator {
 
     /// The union of the sources' candidates, at most `limit`, deduplicated.
     ///
-    /// Order: interleaved by rank — every source's first new item, then every source's second,
-    /// and so on, sources in configuration order — so that no source crowds out the others
-    /// before a ranker has reordered them. A source that proposes an item another source already
-    /// contributed adds its hit to that candidate without using its quota.
+    /// Order, sources in configuration order: by [`Fill::InOrder`], each source's new items up to
+    /// its quota, then the next source's; by [`Fill::Interleaved`], every source's first new
+    /// item, then every source's second, and so on. A source that proposes an item another
+    /// source already contributed adds its hit to that candidate without using its quota.
     pub fn generate(&self, request: &Request<'_>, limit: usize) -> Vec<Candidate> {
         let cold = self.is_cold(request);
         // (source index, its candidates, its quota) for the sources serving this request.
@@ -202,21 +218,24 @@ impl Generator {
         let mut position: HashMap<u32, usize> = HashMap::new();
         let mut taken = vec![0usize; lists.len()];
         let mut cursor = vec![0usize; lists.len()];
+        // New items a source contributes per turn.
+        let per_turn = match self.fill {
+            Fill::InOrder => usize::MAX,
+            Fill::Interleaved => 1,
+        };
         loop {
             let mut progressed = false;
             for (l, (source, list, quota)) in lists.iter().enumerate() {
-                if out.len() >= limit {
-                    break;
-                }
-                while taken[l] < *quota && cursor[l] < list.len() {
+                let mut this_turn = 0;
+                while taken[l] < *quota && cursor[l] < list.len() && this_turn < per_turn && out.len() < limit {
                     let item = list[cursor[l]].0;
                     cursor[l] += 1;
                     if !position.contains_key(&item) && !request.excludes(item) {
                         position.insert(item, out.len());
                         out.push(Candidate { item, source: *source, hits: Vec::new() });
                         taken[l] += 1;
+                        this_turn += 1;
                         progressed = true;
-                        break;
                     }
                 }
             }
@@ -260,11 +279,12 @@ mod tests {
 
     #[test]
     fn quotas_interleaving_dedupe_and_attribution() {
-        let g = Generator::new(vec![
+        let mut g = Generator::new(vec![
             SourceSpec::warm(ranked("als", &[1, 2, 3, 4]), 3),
             SourceSpec::warm(ranked("knn", &[2, 5, 6, 7]), 2),
             SourceSpec::cold(ranked("pop", &[8, 9]), 2),
         ]);
+        g.fill = Fill::Interleaved;
         let out = g.generate(&Request::new(Some(1), &WARM, &[]), 10);
         // als:1, knn:2 (2 is knn's first new item), als:3 (2 taken), knn:5, als:4.
         assert_eq!(out.iter().map(|c| c.item).collect::<Vec<_>>(), [1, 2, 3, 5, 4]);
@@ -275,12 +295,31 @@ mod tests {
     }
 
     #[test]
-    fn short_histories_get_the_cold_sources() {
+    fn in_order_each_source_fills_its_quota_before_the_next() {
         let g = Generator::new(vec![
+            SourceSpec::warm(ranked("als", &[1, 2, 3, 4]), 3),
+            SourceSpec::warm(ranked("knn", &[2, 5, 6, 7]), 2),
+            SourceSpec::cold(ranked("pop", &[8, 9]), 2),
+        ]);
+        assert_eq!(g.fill, Fill::InOrder, "the default");
+        let out = g.generate(&Request::new(Some(1), &WARM, &[]), 10);
+        // als: 1, 2, 3 (its quota); knn: 2 is taken, so 5 and 6.
+        assert_eq!(out.iter().map(|c| c.item).collect::<Vec<_>>(), [1, 2, 3, 5, 6]);
+        assert_eq!(out.iter().map(|c| c.source).collect::<Vec<_>>(), [0, 0, 0, 1, 1]);
+        assert_eq!(out[1].hits, [Hit { source: 0, score: 0.5, rank: 1 }, Hit { source: 1, score: 1.0, rank: 0 }]);
+        // The limit cuts the last source short.
+        let out = g.generate(&Request::new(Some(1), &WARM, &[]), 4);
+        assert_eq!(out.iter().map(|c| c.item).collect::<Vec<_>>(), [1, 2, 3, 5]);
+    }
+
+    #[test]
+    fn short_histories_get_the_cold_sources() {
+        let mut g = Generator::new(vec![
             SourceSpec::warm(ranked("als", &[1, 2]), 2),
             SourceSpec::cold(ranked("pop", &[8, 9]), 2),
             SourceSpec::all(ranked("fresh", &[7]), 1),
         ]);
+        g.fill = Fill::Interleaved;
         let cold: Vec<u32> = g.generate(&Request::new(Some(1), &[90, 91], &[]), 10).iter().map(|c| c.item).collect();
         assert_eq!(cold, [8, 7, 9]);
         let anonymous: Vec<u32> = g.generate(&Request::new(None, &[], &[]), 10).iter().map(|c| c.item).collect();

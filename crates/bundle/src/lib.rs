@@ -6,7 +6,7 @@
 //!
 //! - [`artifacts`]: the bundle's file names;
 //! - [`Generator`] and the model-backed sources: the candidates of a request, with quotas,
-//!   interleaving, dedupe and the cold-start rule ([`LoadedBundle::generator_with`] builds the one
+//!   the fill, dedupe and the cold-start rule ([`LoadedBundle::generator_with`] builds the one
 //!   both sides use);
 //! - [`Layout`]: the ranker's feature rows ([`Layout::assemble`]), and the item-attribute
 //!   [`attribute_tokens`] the affinity features and the content model read;
@@ -44,7 +44,7 @@ mod sources;
 mod tokens;
 
 pub use candidates::{
-    Audience, Candidate, CandidateSource, Generator, Hit, Lists, OVERFETCH, Request, SourceSpec, audience_of,
+    Audience, Candidate, CandidateSource, Fill, Generator, Hit, Lists, OVERFETCH, Request, SourceSpec, audience_of,
 };
 pub use error::{Error, Result};
 pub use layout::{

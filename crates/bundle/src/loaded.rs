@@ -3,7 +3,7 @@
 
 use crate::SourceKind;
 use crate::artifacts::{self, ALS_INDEX, RANKERS, RANKING};
-use crate::candidates::{Generator, SourceSpec, audience_of};
+use crate::candidates::{Fill, Generator, SourceSpec, audience_of};
 use crate::error::{Error, Result};
 use crate::rankers::Rankers;
 use crate::sources::{AnnSource, PrecomputedSource, RetrieverSource};
@@ -94,9 +94,9 @@ impl LoadedBundle {
         Generator::new(sources)
     }
 
-    /// The default candidate generator: ALS through the ANN index and item-kNN for users with
-    /// history; popularity, trending (decayed popularity) and content-based for cold users.
-    /// `per_source` is each quota.
+    /// The generator `cascade candidates` shows: ALS through the ANN index and item-kNN for
+    /// users with history; popularity, trending (decayed popularity) and content-based for cold
+    /// users. `per_source` is each quota; interleaved, so that a short list shows every source.
     pub fn generator(&self, per_source: usize) -> Generator {
         let mut sources = Vec::new();
         if let (Some(als), Some(index)) = (self.models.get("als"), &self.als_index)
@@ -114,6 +114,8 @@ impl LoadedBundle {
                 });
             }
         }
-        Generator::new(sources)
+        let mut generator = Generator::new(sources);
+        generator.fill = Fill::Interleaved;
+        generator
     }
 }

@@ -1,6 +1,7 @@
 //! The trained ranking stages and the parameters serving reuses from training.
 
 use crate::artifacts::{CALIBRATOR, HEAVY_RANKER, LIGHT_RANKER, RANKING};
+use crate::candidates::Fill;
 use crate::error::{Error, Result};
 use cascade_rank::calibration::Calibrator;
 use cascade_rank::linear::Linear;
@@ -17,6 +18,8 @@ pub struct ServingParams {
     pub light_keep: usize,
     /// The user's most recent items the recency similarity (`recent_knn_score`) looks at.
     pub recent: usize,
+    /// How the candidate sets the rankers learned from were filled from the sources.
+    pub fill: Fill,
 }
 
 /// Bundles written before `recent` was recorded were all trained with 10.
@@ -58,6 +61,7 @@ impl Rankers {
             "light_features": self.light_features,
             "light_keep": self.params.light_keep,
             "recent": self.params.recent,
+            "fill": self.params.fill,
             "report": self.report,
         });
         let bytes = serde_json::to_vec_pretty(&meta).map_err(|e| Error::artifact(RANKING, e))?;
@@ -73,6 +77,9 @@ impl Rankers {
             light_keep: usize,
             #[serde(default = "recent_before_recorded")]
             recent: usize,
+            /// Bundles written before it was recorded were trained on in-order sets.
+            #[serde(default)]
+            fill: Fill,
             report: Json,
         }
         fn recent_before_recorded() -> usize {
@@ -96,7 +103,7 @@ impl Rankers {
             light,
             heavy,
             calibrator,
-            params: ServingParams { light_keep: meta.light_keep, recent: meta.recent },
+            params: ServingParams { light_keep: meta.light_keep, recent: meta.recent, fill: meta.fill },
             report: meta.report,
         })
     }

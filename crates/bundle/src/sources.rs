@@ -102,7 +102,7 @@ impl CandidateSource for PrecomputedSource {
 
 /// A source that proposes the list the request carries for it, and nothing without one:
 /// training computes every source's list for a user from the period's models and asks the same
-/// [`Generator`](crate::Generator) serving uses to interleave them.
+/// [`Generator`](crate::Generator) serving uses to fill the candidates from them.
 #[derive(Debug)]
 pub struct ListSource {
     name: String,

@@ -79,7 +79,7 @@ pub fn run(project: &Project, args: &CandidatesArgs) -> Result<()> {
 /// does not know are skipped).
 fn user_history(project: &Project, user: &str, bundle: &LoadedBundle) -> Result<Vec<u32>> {
     let store = crate::open_store_read_only(project)?;
-    let weights = &project.config.train.interactions;
+    let weights = &project.config.interactions()?;
     let mut history = Vec::new();
     for entry in store.read_from(store.log_stats()?.first_offset) {
         let (_, record) = entry?;

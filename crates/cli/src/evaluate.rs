@@ -77,7 +77,7 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
                 None => Split::temporal(data.rows, args.test_fraction)?,
             };
             let catalogue = Catalogue { tokens: data.tokens, released_at: data.released_at };
-            (split, true, Some(catalogue), project.config.train.models, 1)
+            (split, true, Some(catalogue), project.train()?.models, 1)
         }
     };
     let names: Vec<String> = if !args.models.is_empty() {

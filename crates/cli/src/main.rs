@@ -114,7 +114,7 @@ fn main() -> Result<()> {
         Command::Serve { addr } => {
             let mut project = Project::load(cli.config.as_deref())?;
             if let Some(addr) = addr {
-                project.config.server.addr = addr;
+                project.set_addr(&addr)?;
             }
             serve(&project, None)
         }
@@ -128,7 +128,7 @@ fn main() -> Result<()> {
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Config => {
             let project = Project::load(cli.config.as_deref())?;
-            print!("{}", toml::to_string_pretty(&project.config)?);
+            print!("{}", toml::to_string_pretty(&project::Resolved::of(&project.config)?)?);
             Ok(())
         }
         Command::Openapi => {
@@ -165,7 +165,7 @@ pub fn serve_until(
     let store = Arc::new(open_store(project)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let addr = &project.config.server.addr;
+        let addr = &project.server()?.addr;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!(%local, data_dir = %project.data_dir().display(), "serving");
@@ -189,14 +189,14 @@ pub fn serve_until(
 }
 
 pub fn open_store(project: &Project) -> Result<cascade_store::Store> {
-    let options = cascade_store::StoreOptions::from(&project.config.log);
+    let options = cascade_store::StoreOptions::from(&project.log()?);
     cascade_store::Store::open(project.data_dir(), options)
         .with_context(|| format!("opening the data directory {}", project.data_dir().display()))
 }
 
 /// The project's store as it stands, read-only: usable while `cascade serve` runs.
 pub fn open_store_read_only(project: &Project) -> Result<cascade_store::Store> {
-    let options = cascade_store::StoreOptions::from(&project.config.log);
+    let options = cascade_store::StoreOptions::from(&project.log()?);
     cascade_store::Store::open_read_only(project.data_dir(), options).with_context(|| {
         format!("reading the event log in {} (import or generate data first)", project.data_dir().display())
     })

@@ -4,9 +4,9 @@
 
 use crate::project::Project;
 use anyhow::{Result, anyhow, bail};
-use cascade_core::config::ServingConfig;
 use cascade_eval::offpolicy::Estimate;
 use cascade_eval::policy::{Evaluation, LogEvents, Options, Target, evaluate, outcome_weights};
+use cascade_serving::ServingConfig;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;

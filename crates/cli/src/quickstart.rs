@@ -62,15 +62,15 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     println!("                event log: {} records in {}", summary.next_offset, project.data_dir().display());
     println!(
         "[3/4] train     fitting {} with a grid search on the latest interactions",
-        project.config.train.models.join(", ")
+        project.train()?.models.join(", ")
     );
     let manifest = crate::train::run(&project, &crate::train::TrainArgs { no_tune: false, k: 10, json: false })?;
     println!("                `cascade models show {}` for the manifest", manifest.version);
     if let Some(addr) = &args.addr {
-        project.config.server.addr.clone_from(addr);
+        project.set_addr(addr)?;
     } else if args.no_serve {
         // Only the sample request will come: any free port.
-        project.config.server.addr = "127.0.0.1:0".into();
+        project.set_addr("127.0.0.1:0")?;
     }
     // Serve, and ask the running node for one user's recommendations with their trace.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

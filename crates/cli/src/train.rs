@@ -38,7 +38,10 @@ pub fn registry(project: &Project) -> Result<Registry> {
 pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
     let data = project.training_data()?;
     let registry = registry(project)?;
-    let config_hash = cascade_registry::sha256_hex(toml::to_string(&project.config)?.as_bytes());
+    // The resolved document (every section typed, defaults written), so equal configurations
+    // hash alike however they were written.
+    let resolved = crate::project::Resolved::of(&project.config)?;
+    let config_hash = cascade_registry::sha256_hex(toml::to_string(&resolved)?.as_bytes());
     let options = TrainOptions { tune: !args.no_tune, k: args.k };
     let quiet = args.json;
     let progress = |msg: &str| {
@@ -46,7 +49,7 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
             eprintln!("{msg}");
         }
     };
-    let trained = train_bundle(&registry, &project.config.train, config_hash, data, options, &progress)?;
+    let trained = train_bundle(&registry, &project.train()?, config_hash, data, options, &progress)?;
     if let Some(why) = &trained.rankers_skipped {
         eprintln!("warning: the rankers are not trained: {why}");
     }

@@ -4,12 +4,16 @@
 //! environment variables < command-line flags (applied by the caller to the resolved struct).
 //! Reading the file and the process environment is left to the caller, so this module stays
 //! free of I/O and every layer is testable.
+//!
+//! Core types only the sections it owns; the others are layered here as raw TOML and typed by
+//! the crate that owns them through [`Section`] ([`Config::get`]), whose errors still name the
+//! file's line or the environment variable.
 
 use crate::value::FieldType;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// The documented reference configuration, written by `cascade init`.
 pub const TEMPLATE: &str = include_str!("cascade.toml");
@@ -42,64 +46,79 @@ impl ConfigError {
     }
 }
 
+/// The resolved configuration. Core types the sections it owns (`[project]`, the schema:
+/// `[catalogue]`, `[entities]`, `[events]`; and `[features]`' raw views) and keeps every other
+/// known section as a layered raw table, typed and checked by the crate that owns it through
+/// [`Section`] (`[log]`: cascade-store, `[server]`: cascade-server, `[train]`: cascade-training,
+/// `[serving]`: cascade-serving, `[features_store]`: cascade-features). `[pipelines]` stays a
+/// map of tables for cascade-serving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub project: ProjectConfig,
-    pub server: ServerConfig,
-    pub log: LogConfig,
+    /// `[server]`, typed by `cascade_server::ServerConfig`.
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub server: toml::Table,
+    /// `[log]`, typed by `cascade_store::LogConfig`.
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub log: toml::Table,
     pub catalogue: CatalogueConfig,
     pub entities: EntitiesConfig,
     #[serde(default = "default_events")]
     pub events: BTreeMap<String, EventTypeConfig>,
-    pub train: TrainConfig,
-    /// Where online feature state lives and how it is served (`[features_store]`).
-    pub features_store: FeaturesStoreConfig,
+    /// `[train]`, typed by `cascade_training::TrainConfig`; its `interactions` are shared
+    /// vocabulary, read by [`Config::interactions`].
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub train: toml::Table,
+    /// `[features_store]`, typed by `cascade_features::FeaturesStoreConfig`.
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub features_store: toml::Table,
     /// Feature views by name (`[features.<view>]`); none by default. See [`crate::features`];
     /// parsed here, resolved by `cascade_features`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub features: BTreeMap<String, crate::features::ViewConfig>,
-    /// How `cascade serve` serves recommendations (`[serving]`).
-    pub serving: ServingConfig,
+    /// `[serving]`, typed by `cascade_serving::ServingConfig`.
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub serving: toml::Table,
     /// Named recommendation pipelines (`[pipelines.<name>]`): sources and quotas, deadlines,
     /// rules, exploration. Kept as tables here and validated by the engine, which owns their
     /// meaning; `default` exists even when not written.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pipelines: BTreeMap<String, toml::Table>,
+    /// Where the layers came from, so that a section's errors can name the file's line or the
+    /// environment variable. Not part of the configuration's value.
+    #[serde(skip)]
+    origin: Origin,
 }
 
-/// `[serving]`: what `cascade serve` does beyond ingestion and features.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServingConfig {
-    /// How often the server looks for a newer trained bundle and swaps it in ("0s" = never).
-    #[serde(with = "duration_str")]
-    pub reload_interval: Duration,
-    /// Log every response's impressions into the event log (type `impression`).
-    pub log_impressions: bool,
-    /// Responses waiting to be logged; when full, impressions are dropped and counted
-    /// (`impressions_dropped_total`) rather than slowing responses.
-    pub impression_queue: usize,
-    /// The pipeline a request without `pipeline` uses.
-    pub default_pipeline: String,
-    /// How often the pipelines' `precomputed` sources are computed for the most recently active
-    /// users ("0s" = never: those sources are computed per request).
-    #[serde(with = "duration_str")]
-    pub precompute_interval: Duration,
-    /// How many of the most recently active users get precomputed lists.
-    pub precompute_users: usize,
+/// The sections core keeps raw for the crate that owns them.
+pub const RAW_SECTIONS: [&str; 5] = ["server", "log", "train", "features_store", "serving"];
+
+/// A section of `cascade.toml` typed by the crate that owns it. Read it with
+/// [`Config::get`] (serde's `deny_unknown_fields` names unknown keys; [`Section::check`] checks
+/// values, with errors naming `section.key`), write it back with [`Config::set`].
+pub trait Section: Serialize + DeserializeOwned + Default {
+    /// The section's name, one of [`RAW_SECTIONS`].
+    const NAME: &'static str;
+    /// What serde cannot check; `config` is the whole configuration, for cross-section rules.
+    fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        let _ = config;
+        Ok(())
+    }
 }
 
-impl Default for ServingConfig {
-    fn default() -> Self {
-        ServingConfig {
-            reload_interval: Duration::from_secs(10),
-            log_impressions: true,
-            impression_queue: 10_000,
-            default_pipeline: "default".into(),
-            precompute_interval: Duration::from_secs(600),
-            precompute_users: 100_000,
-        }
+/// The file's text and the environment overrides applied to it.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    source_name: String,
+    text: String,
+    env: Vec<(String, String)>,
+}
+
+impl PartialEq for Origin {
+    /// Two configurations are equal when their values are, wherever they came from.
+    fn eq(&self, _: &Origin) -> bool {
+        true
     }
 }
 
@@ -107,8 +126,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             project: ProjectConfig::default(),
-            server: ServerConfig::default(),
-            log: LogConfig::default(),
+            server: toml::Table::new(),
+            log: toml::Table::new(),
             catalogue: CatalogueConfig::default(),
             entities: EntitiesConfig::default(),
             events: {
@@ -116,110 +135,23 @@ impl Default for Config {
                 events.insert(IMPRESSION.to_string(), impression_event());
                 events
             },
-            train: TrainConfig::default(),
-            features_store: FeaturesStoreConfig::default(),
+            train: toml::Table::new(),
+            features_store: toml::Table::new(),
             features: BTreeMap::new(),
-            serving: ServingConfig::default(),
+            serving: toml::Table::new(),
             pipelines: BTreeMap::new(),
+            origin: Origin::default(),
         }
     }
 }
 
-/// How `cascade train` turns the log into training data and which retrieval models it fits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// Event types that count as implicit positive interactions, with their weight.
-    pub interactions: BTreeMap<String, f32>,
-    /// Share of the most recent interactions held out to tune and evaluate models.
-    pub validation_fraction: f64,
-    /// Retrieval models to fit: any of pop, itemknn, als, bpr, content.
-    pub models: Vec<String>,
-    /// Also train the cascade's rankers (light ranker, GBDT LambdaMART, calibration) on
-    /// candidates from those models.
-    pub rankers: bool,
-    /// Most users per ranker training period (a seeded sample beyond it).
-    pub ranker_users: usize,
-    /// How the rankers see per-candidate features: as within-request percentiles, as they are,
-    /// or both (twice the columns).
-    pub ranker_features: FeatureScale,
-}
-
-/// `[train] ranker_features`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeatureScale {
-    /// Positions among the request's candidates (`_pct`): they do not drift between periods.
-    #[default]
-    Relative,
-    Absolute,
-    Both,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            interactions: [("click", 1.0), ("like", 2.0), ("play", 1.0), ("purchase", 3.0), ("rating", 1.0)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            validation_fraction: 0.1,
-            models: ["pop", "itemknn", "als", "bpr", "content"].into_iter().map(String::from).collect(),
-            rankers: true,
-            ranker_users: 20_000,
-            ranker_features: FeatureScale::Relative,
-        }
-    }
-}
-
-/// Which online store keeps the feature state that `cascade serve` updates from the log and reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeaturesBackend {
-    /// In the server process, checkpointed to `data_dir/features.checkpoint` with its log offset.
-    Embedded,
-    /// Per-entity aggregation state in Redis (windows still evaluated at read time).
-    Redis,
-}
-
-/// `[features_store]`: the online feature store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FeaturesStoreConfig {
-    pub backend: FeaturesBackend,
-    /// Used with `backend = "redis"`.
-    pub redis_url: String,
-    /// Every Redis key of this project starts with it; one writer (server) per prefix.
-    pub redis_prefix: String,
-    /// How often the server looks for new log records to apply.
-    pub poll_interval_ms: u64,
-    /// How often the embedded state is checkpointed (and expired keys swept, both backends).
-    #[serde(with = "duration_str")]
-    pub checkpoint_interval: Duration,
-    /// Most entities one `POST /v1/features` may ask for; more get 413.
-    pub max_entities_per_request: usize,
-    /// Share of `POST /v1/features` requests whose served vectors are logged to
-    /// `data_dir/feature_vectors.ndjson` for `cascade features audit` (0 = off, 1 = all).
-    pub vector_log_sample_rate: f64,
-    /// How often `cascade serve` lands new events in the offline store (the day-partitioned
-    /// Parquet files of `cascade features export`, compacted); zero disables it.
-    #[serde(with = "duration_str")]
-    pub offline_export_interval: Duration,
-}
-
-impl Default for FeaturesStoreConfig {
-    fn default() -> Self {
-        FeaturesStoreConfig {
-            backend: FeaturesBackend::Embedded,
-            redis_url: "redis://127.0.0.1:6379".into(),
-            redis_prefix: "cascade".into(),
-            poll_interval_ms: 50,
-            checkpoint_interval: Duration::from_secs(30),
-            max_entities_per_request: 1000,
-            vector_log_sample_rate: 0.0,
-            offline_export_interval: Duration::from_secs(300),
-        }
-    }
+/// `[train] interactions` when not written: the event types that count as implicit positive
+/// interactions, with their weight. Both halves read them ([`Config::interactions`]).
+pub fn default_interactions() -> BTreeMap<String, f32> {
+    [("click", 1.0), ("like", 2.0), ("play", 1.0), ("purchase", 3.0), ("rating", 1.0)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,53 +164,6 @@ pub struct ProjectConfig {
 impl Default for ProjectConfig {
     fn default() -> Self {
         ProjectConfig { name: "cascade".into(), data_dir: "data".into() }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub addr: String,
-    pub max_batch_events: usize,
-    pub max_body_bytes: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig { addr: "127.0.0.1:8080".into(), max_batch_events: 10_000, max_body_bytes: 16 << 20 }
-    }
-}
-
-/// When appended events are forced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FsyncPolicy {
-    /// fsync before every acknowledgement (group commit shares one fsync among concurrent writers).
-    Always,
-    /// Acknowledge once written to the OS; fsync on a timer.
-    Interval,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub segment_bytes: u64,
-    pub fsync: FsyncPolicy,
-    pub fsync_interval_ms: u64,
-    #[serde(with = "duration_str")]
-    pub retention: Duration,
-    pub retention_bytes: u64,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            segment_bytes: 128 << 20,
-            fsync: FsyncPolicy::Always,
-            fsync_interval_ms: 100,
-            retention: Duration::ZERO,
-            retention_bytes: 0,
-        }
     }
 }
 
@@ -430,7 +315,8 @@ fn default_events() -> BTreeMap<String, EventTypeConfig> {
     .collect()
 }
 
-pub(crate) mod duration_str {
+/// `#[serde(with = "cascade_core::config::duration_str")]`: a `Duration` written as "30s", "12h".
+pub mod duration_str {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -461,7 +347,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let parse_err =
             |e: toml::de::Error| ConfigError::Parse { source_name: source_name.to_string(), message: e.to_string() };
-        // The typed parse first, so that errors in the file point at its lines.
+        // The parse of the file first, so that errors in the file point at its lines.
         let mut config: Config = toml::from_str(text).map_err(parse_err)?;
         let overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         if !overrides.is_empty() {
@@ -472,25 +358,19 @@ impl Config {
                     .map_err(|e| ConfigError::Env { var: var.clone(), message: e.to_string() })?;
             }
         }
+        config.origin = Origin { source_name: source_name.to_string(), text: text.to_string(), env: overrides };
         config.events.entry(IMPRESSION.to_string()).or_insert_with(impression_event);
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks what serde cannot: names and cross-field rules of the sections core owns.
-    /// `[features]` and `[pipelines]` are only parsed here; their engines resolve them
-    /// (`cascade_features::FeatureSet::from_config`, `cascade_serving::pipeline::Pipeline::from_tables`).
+    /// Checks what serde cannot: names and cross-field rules of the sections core owns, and
+    /// `[train] interactions` (the shared vocabulary of which events count). The other raw
+    /// sections are checked by their crates ([`Section`]); `[features]` and `[pipelines]` are
+    /// only parsed here; their engines resolve them (`cascade_features::FeatureSet::from_config`,
+    /// `cascade_serving::pipeline::Pipeline::from_tables`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, message: &str| Err(ConfigError::Invalid { key, message: message.to_string() });
-        if self.server.max_batch_events == 0 {
-            return invalid("server.max_batch_events".into(), "must be at least 1");
-        }
-        if self.log.segment_bytes < 4096 {
-            return invalid("log.segment_bytes".into(), "must be at least 4096");
-        }
-        if self.log.fsync == FsyncPolicy::Interval && self.log.fsync_interval_ms == 0 {
-            return invalid("log.fsync_interval_ms".into(), "must be at least 1 with fsync = \"interval\"");
-        }
         for (name, event) in &self.events {
             if !is_identifier(name) {
                 return invalid(format!("events.{name}"), "event type names are lowercase letters, digits and _");
@@ -504,22 +384,7 @@ impl Config {
                 }
             }
         }
-        for (event, weight) in &self.train.interactions {
-            if !self.events.contains_key(event) {
-                return invalid(format!("train.interactions.{event}"), "not a declared event type");
-            }
-            if !(weight.is_finite() && *weight > 0.0) {
-                return invalid(format!("train.interactions.{event}"), "weights must be positive");
-            }
-        }
-        if !(0.0..1.0).contains(&self.train.validation_fraction) {
-            return invalid("train.validation_fraction".into(), "must be in [0, 1)");
-        }
-        for model in &self.train.models {
-            if !["pop", "itemknn", "als", "bpr", "content"].contains(&model.as_str()) {
-                return invalid("train.models".into(), "known models: pop, itemknn, als, bpr, content");
-            }
-        }
+        self.interactions()?;
         for (kind, entity) in [("user", &self.entities.user), ("item", &self.entities.item)] {
             for attr in entity.attributes.keys() {
                 if !is_identifier(attr) {
@@ -530,33 +395,150 @@ impl Config {
                 }
             }
         }
-        let fs = &self.features_store;
-        if fs.poll_interval_ms == 0 {
-            return invalid("features_store.poll_interval_ms".into(), "must be at least 1");
-        }
-        if fs.checkpoint_interval.is_zero() {
-            return invalid("features_store.checkpoint_interval".into(), "must be positive, e.g. \"30s\"");
-        }
-        if fs.max_entities_per_request == 0 {
-            return invalid("features_store.max_entities_per_request".into(), "must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&fs.vector_log_sample_rate) {
-            return invalid("features_store.vector_log_sample_rate".into(), "must be in [0, 1]");
-        }
-        if fs.redis_prefix.is_empty()
-            || !fs.redis_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
-        {
-            return invalid("features_store.redis_prefix".into(), "letters, digits and _ - . : only, not empty");
-        }
-        if fs.backend == FeaturesBackend::Redis
-            && !(fs.redis_url.starts_with("redis://") || fs.redis_url.starts_with("unix://"))
-        {
-            return invalid("features_store.redis_url".into(), "must start with redis:// or unix://");
-        }
         // `[features]` is resolved (events, fields, windows, ratios) by the feature engine,
         // `cascade_features::FeatureSet::from_config`, not here: core checks only what it owns.
         Ok(())
     }
+
+    /// `[train] interactions`: the event types that count as implicit positive interactions,
+    /// with their weights ([`default_interactions`] when not written). Training and serving both
+    /// read them; each must be a declared event type with a positive weight.
+    pub fn interactions(&self) -> Result<BTreeMap<String, f32>, ConfigError> {
+        let Some(raw) = self.train.get("interactions") else {
+            return Ok(default_interactions());
+        };
+        let interactions = BTreeMap::<String, f32>::deserialize(raw.clone())
+            .map_err(|e| self.section_error::<TrainInteractions>("train", &e))?;
+        for (event, weight) in &interactions {
+            if !self.events.contains_key(event) {
+                return Err(ConfigError::invalid(format!("train.interactions.{event}"), "not a declared event type"));
+            }
+            if !(weight.is_finite() && *weight > 0.0) {
+                return Err(ConfigError::invalid(format!("train.interactions.{event}"), "weights must be positive"));
+            }
+        }
+        Ok(interactions)
+    }
+
+    /// The raw, layered table of section `name` (one of [`RAW_SECTIONS`]).
+    pub fn raw_section(&self, name: &str) -> Option<&toml::Table> {
+        Some(match name {
+            "server" => &self.server,
+            "log" => &self.log,
+            "train" => &self.train,
+            "features_store" => &self.features_store,
+            "serving" => &self.serving,
+            _ => return None,
+        })
+    }
+
+    fn raw_section_mut(&mut self, name: &str) -> Option<&mut toml::Table> {
+        Some(match name {
+            "server" => &mut self.server,
+            "log" => &mut self.log,
+            "train" => &mut self.train,
+            "features_store" => &mut self.features_store,
+            "serving" => &mut self.serving,
+            _ => return None,
+        })
+    }
+
+    /// Types section `name` (a missing section or key takes `T`'s default). Errors name the key,
+    /// and the file's line or the environment variable it came from.
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, ConfigError> {
+        let raw = self.raw_section(name).ok_or_else(|| ConfigError::invalid(name.to_string(), "not a section"))?;
+        if raw.is_empty() {
+            return Ok(T::default());
+        }
+        T::deserialize(toml::Value::Table(raw.clone())).map_err(|e| self.section_error::<T>(name, &e))
+    }
+
+    /// The section `S` owns, typed and checked.
+    pub fn get<S: Section>(&self) -> Result<S, ConfigError> {
+        let section: S = self.section(S::NAME)?;
+        section.check(self)?;
+        Ok(section)
+    }
+
+    /// Replaces section `S` with `section` (every key written, defaults included).
+    pub fn set<S: Section>(&mut self, section: &S) -> Result<(), ConfigError> {
+        let table = toml::Table::try_from(section)
+            .map_err(|e| ConfigError::invalid(S::NAME.to_string(), &format!("does not serialize: {e}")))?;
+        *self.raw_section_mut(S::NAME).ok_or_else(|| ConfigError::invalid(S::NAME.to_string(), "not a section"))? =
+            table;
+        Ok(())
+    }
+
+    /// Explains why section `name` did not type: the file's own error (with its line) when the
+    /// file alone is wrong, else the environment variable whose override broke it, else the
+    /// error itself, naming the section.
+    fn section_error<T: DeserializeOwned>(&self, name: &str, error: &toml::de::Error) -> ConfigError {
+        let origin = &self.origin;
+        if let Ok(doc) = toml::de::Deserializer::parse(&origin.text)
+            && let Err(e) =
+                serde::de::DeserializeSeed::deserialize(OneSection::<T> { name, ty: std::marker::PhantomData }, doc)
+        {
+            return ConfigError::Parse { source_name: origin.source_name.clone(), message: e.to_string() };
+        }
+        if let Ok(mut table) = toml::from_str::<toml::Table>(&origin.text) {
+            for (var, value) in &origin.env {
+                if apply_override(&mut table, var, value).is_err() {
+                    break;
+                }
+                if let Some(section) = table.get(name)
+                    && let Err(e) = T::deserialize(section.clone())
+                {
+                    return ConfigError::Env { var: var.clone(), message: e.to_string() };
+                }
+            }
+        }
+        ConfigError::Invalid { key: name.to_string(), message: error.to_string().trim().to_string() }
+    }
+}
+
+impl ConfigError {
+    /// [`ConfigError::Invalid`]: `key` (e.g. `train.models`) parsed but its value is wrong.
+    pub fn invalid(key: String, message: &str) -> ConfigError {
+        ConfigError::Invalid { key, message: message.to_string() }
+    }
+}
+
+/// Deserializes one top-level key of a document as `T`, ignoring the others, so that the
+/// document's deserializer reports errors with their lines.
+struct OneSection<'a, T> {
+    name: &'a str,
+    ty: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneSection<'_, T> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> serde::de::Visitor<'de> for OneSection<'_, T> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a TOML document")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.name {
+                map.next_value::<T>()?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[train]` seen only for its `interactions` (other keys are the training crate's).
+#[derive(Deserialize)]
+struct TrainInteractions {
+    #[allow(dead_code)]
+    interactions: Option<BTreeMap<String, f32>>,
 }
 
 /// The naming rule of event types, fields, attributes, feature views and features: lowercase
@@ -598,46 +580,75 @@ mod tests {
 
     #[test]
     fn template_is_the_defaults() {
-        assert_eq!(Config::from_toml(TEMPLATE, "template").unwrap(), Config::default());
+        // Core's own sections here; each raw section's defaults are checked against the template
+        // by the crate that owns it (`*Config::from_config`), and the whole resolved document by
+        // the CLI.
+        let template = Config::from_toml(TEMPLATE, "template").unwrap();
+        let defaults = Config::default();
+        assert_eq!(template.project, defaults.project);
+        assert_eq!(template.catalogue, defaults.catalogue);
+        assert_eq!(template.entities, defaults.entities);
+        assert_eq!(template.events, defaults.events);
+        assert_eq!(template.features, defaults.features);
+        assert_eq!(template.pipelines, defaults.pipelines);
+        assert_eq!(template.interactions().unwrap(), default_interactions());
+        for name in RAW_SECTIONS {
+            assert!(!template.raw_section(name).unwrap().is_empty(), "the template documents [{name}]");
+        }
         assert_eq!(Config::from_toml("", "empty").unwrap(), Config::default());
     }
 
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Demo {
+        addr: String,
+        max_batch_events: usize,
+    }
+
+    impl Section for Demo {
+        const NAME: &'static str = "server";
+        fn check(&self, _: &Config) -> Result<(), ConfigError> {
+            if self.max_batch_events == 0 {
+                return Err(ConfigError::invalid("server.max_batch_events".into(), "must be at least 1"));
+            }
+            Ok(())
+        }
+    }
+
     #[test]
-    fn unknown_key_names_key_and_line() {
-        let err =
-            Config::from_toml("[server]\naddr = \"x:1\"\nmax_batch = 5\n", "cascade.toml").unwrap_err().to_string();
+    fn sections_are_typed_by_their_owner_with_lines_and_variables() {
+        let c = Config::from_toml(
+            "[server]
+addr = \"x:1\"\nmax_batch = 5\n",
+            "cascade.toml",
+        )
+        .unwrap();
+        let err = c.get::<Demo>().unwrap_err().to_string();
         assert!(err.contains("cascade.toml") && err.contains("line 3") && err.contains("max_batch"), "{err}");
+        let env = [
+            ("CASCADE__SERVER__MAX_BATCH_EVENTS".to_string(), "7".to_string()),
+            ("CASCADE__SERVER__ADDR".to_string(), "0.0.0.0:9000".to_string()),
+        ];
+        let mut c = Config::load("[server]\naddr = \"127.0.0.1:1\"\n", "f", env).unwrap();
+        assert_eq!(c.get::<Demo>().unwrap(), Demo { addr: "0.0.0.0:9000".into(), max_batch_events: 7 });
+        let env = [("CASCADE__SERVER__MAX_BATCH_EVENTS".to_string(), "many".to_string())];
+        let err = Config::load("", "f", env).unwrap().get::<Demo>().unwrap_err().to_string();
+        assert!(err.contains("CASCADE__SERVER__MAX_BATCH_EVENTS"), "{err}");
+        let err = Config::from_toml("[server]\nmax_batch_events = 0\n", "f").unwrap().get::<Demo>().unwrap_err();
+        assert!(err.to_string().contains("server.max_batch_events"), "{err}");
+        c.set(&Demo { addr: "a:1".into(), max_batch_events: 2 }).unwrap();
+        assert_eq!(c.get::<Demo>().unwrap().addr, "a:1");
+        assert_eq!(Config::default().section::<Demo>("server").unwrap(), Demo::default());
+        let err = Config::from_toml("[sever]\naddr = \"x:1\"\n", "f").unwrap_err().to_string();
+        assert!(err.contains("sever"), "{err}");
     }
 
     #[test]
     fn wrong_type_names_key_and_line() {
-        let err = Config::from_toml("[log]\n\nsegment_bytes = \"big\"\n", "f.toml").unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("segment_bytes"), "{err}");
         let err = Config::from_toml("[events.x]\nfields = { a = \"decimal\" }\n", "f.toml").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("unknown type `decimal`"), "{err}");
-    }
-
-    #[test]
-    fn env_overrides_file() {
-        let env = [
-            ("CASCADE__SERVER__ADDR".to_string(), "0.0.0.0:9000".to_string()),
-            ("CASCADE__LOG__FSYNC".to_string(), "interval".to_string()),
-            ("CASCADE__SERVER__MAX_BATCH_EVENTS".to_string(), "7".to_string()),
-            ("HOME".to_string(), "/root".to_string()),
-        ];
-        let c = Config::load("[server]\naddr = \"127.0.0.1:1\"\nmax_batch_events = 3\n", "f", env).unwrap();
-        assert_eq!(c.server.addr, "0.0.0.0:9000");
-        assert_eq!(c.server.max_batch_events, 7);
-        assert_eq!(c.log.fsync, FsyncPolicy::Interval);
-    }
-
-    #[test]
-    fn bad_env_override_names_the_variable() {
-        let env = [("CASCADE__SERVER__MAX_BATCH_EVENTS".to_string(), "many".to_string())];
-        let err = Config::load("", "f", env).unwrap_err().to_string();
-        assert!(err.contains("CASCADE__SERVER__MAX_BATCH_EVENTS"), "{err}");
-        let env = [("CASCADE__SERVER__COLOUR".to_string(), "red".to_string())];
-        assert!(Config::load("", "f", env).unwrap_err().to_string().contains("colour"));
+        let err = Config::from_toml("[train]\n\ninteractions = { click = \"x\" }\n", "f.toml").unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("interactions"), "{err}");
     }
 
     #[test]
@@ -653,20 +664,5 @@ mod tests {
         assert!(err.contains("events.Listen"), "{err}");
         let err = Config::from_toml("[train]\ninteractions = { teleport = 1.0 }\n", "f").unwrap_err().to_string();
         assert!(err.contains("train.interactions.teleport"), "{err}");
-    }
-
-    #[test]
-    fn features_store_section() {
-        let c =
-            Config::from_toml("[features_store]\nbackend = \"redis\"\nredis_url = \"redis://10.0.0.1:6380\"\n", "f")
-                .unwrap();
-        assert_eq!(c.features_store.backend, FeaturesBackend::Redis);
-        assert_eq!(c.features_store.redis_url, "redis://10.0.0.1:6380");
-        let err = Config::from_toml("[features_store]\nbackend = \"memcached\"\n", "f").unwrap_err().to_string();
-        assert!(err.contains("memcached") && err.contains("line 2"), "{err}");
-        let err = Config::from_toml("[features_store]\nredis_prefix = \"a b\"\n", "f").unwrap_err().to_string();
-        assert!(err.contains("features_store.redis_prefix"), "{err}");
-        let env = [("CASCADE__FEATURES_STORE__BACKEND".to_string(), "redis".to_string())];
-        assert_eq!(Config::load("", "f", env).unwrap().features_store.backend, FeaturesBackend::Redis);
     }
 }

@@ -31,7 +31,7 @@ pub mod time;
 pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, FsyncPolicy};
+pub use config::{Config, ConfigError, Section};
 pub use error::ErrorKind;
 pub use event::{Event, ItemRecord, Record, UserRecord};
 pub use features::ViewConfig;

@@ -40,6 +40,9 @@ pub enum Error {
     /// Off-policy evaluation of one pipeline found no impressions it served.
     #[error("no impressions of pipeline `{pipeline}` in the log (logged pipelines: {})", logged.join(", "))]
     NoPipelineImpressions { pipeline: String, logged: Vec<String> },
+    /// The configuration's `[train] interactions` do not type or check.
+    #[error(transparent)]
+    Config(#[from] cascade_core::ConfigError),
 }
 
 impl Error {
@@ -64,6 +67,7 @@ impl Error {
             | Error::InvalidTarget { .. }
             | Error::NotAnOutcome { .. }
             | Error::OutcomeWithoutItem(_) => ErrorKind::Invalid,
+            Error::Config(e) => e.kind(),
             // The log holds nothing to evaluate (for that pipeline).
             Error::NoImpressions | Error::NoPipelineImpressions { .. } => ErrorKind::NotFound,
             // The caller (a model or its glue) produced lists that break the protocol: a bug.

@@ -429,7 +429,7 @@ impl LogEvents {
 /// Errors: a name that is not a declared event type, or is the impression type
 /// ([`Error::NotAnOutcome`]); a type whose events carry no item ([`Error::OutcomeWithoutItem`]).
 pub fn outcome_weights(config: &Config, names: &[String]) -> Result<BTreeMap<String, f64>> {
-    let interactions = &config.train.interactions;
+    let interactions = &config.interactions()?;
     if names.is_empty() {
         return Ok(interactions.iter().map(|(t, w)| (t.clone(), f64::from(*w))).collect());
     }
@@ -776,7 +776,7 @@ mod tests {
         .unwrap();
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let defaults = outcome_weights(&config, &[]).unwrap();
-        assert_eq!(defaults, config.train.interactions.iter().map(|(t, w)| (t.clone(), f64::from(*w))).collect());
+        assert_eq!(defaults, config.interactions().unwrap().iter().map(|(t, w)| (t.clone(), f64::from(*w))).collect());
         assert_eq!(outcome_weights(&config, &names(&["click"])).unwrap()["click"], 2.0);
         for bad in ["impression", "purchase"] {
             let err = outcome_weights(&config, &names(&[bad])).unwrap_err();

@@ -140,6 +140,7 @@
 mod asof;
 mod audit;
 mod codec;
+pub mod config;
 mod def;
 mod engine;
 mod error;
@@ -155,6 +156,7 @@ pub mod training_set_parquet;
 pub use asof::as_of_join;
 pub use audit::{AuditReport, LoggedValue, LoggedVector, Mismatch, audit, context_value};
 pub use cascade_core::ErrorKind;
+pub use config::{FeaturesBackend, FeaturesStoreConfig};
 pub use def::{Column, FeatureSet, Selection};
 pub use engine::{Engine, ViewStats};
 pub use error::{FeatureError, Result};

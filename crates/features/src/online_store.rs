@@ -20,6 +20,7 @@
 //! One writer per store: the server that tails the log. Any number of readers.
 
 use crate::codec;
+use crate::config::{FeaturesBackend, FeaturesStoreConfig};
 use crate::def::{FeatureSet, Selection};
 use crate::engine::{Admission, ViewStats};
 use crate::error::{FeatureError, Result};
@@ -28,7 +29,6 @@ use crate::online::OnlineEngine;
 use crate::resolve::FieldRef;
 use crate::state::{EntityState, NONE, Source, read_view};
 use crate::{FeatureValue, Status};
-use cascade_core::config::{FeaturesBackend, FeaturesStoreConfig};
 use cascade_core::features::ViewSource;
 use cascade_core::{Record, Timestamp};
 use parking_lot::RwLock;

@@ -25,11 +25,11 @@ pub use consumer::{ConsumerOptions, LogConsumer, consume};
 pub use supervisor::{HealthHandle, JobHealth, RoundResult, StopSignal, Supervisor};
 
 use cascade_core::{Clock, Config, ErrorKind, Record, SystemClock};
-use cascade_features::{FeatureSet, OnlineStore};
-use cascade_server::{AppState, Features, VECTOR_LOG_FILE};
+use cascade_features::{FeatureSet, FeaturesStoreConfig, OnlineStore};
+use cascade_server::{AppState, Features, ServerConfig, VECTOR_LOG_FILE};
 use cascade_serving::live::{Live, LiveConfig};
 use cascade_serving::pipeline::{Pipeline, with_ranking_views};
-use cascade_serving::{Recommender, RecommenderParts};
+use cascade_serving::{Recommender, RecommenderParts, ServingConfig};
 use cascade_store::Store;
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +51,9 @@ pub enum Error {
     Store(#[from] cascade_store::Error),
     #[error("serving HTTP: {0}")]
     Http(#[from] std::io::Error),
+    /// A section of the configuration does not type or check (the error names the key).
+    #[error(transparent)]
+    Config(#[from] cascade_core::ConfigError),
 }
 
 impl Error {
@@ -60,6 +63,7 @@ impl Error {
             Error::Features(e) => e.kind(),
             Error::Store(e) => e.kind(),
             Error::Http(_) => ErrorKind::Unavailable,
+            Error::Config(e) => e.kind(),
         }
     }
 }
@@ -153,16 +157,20 @@ impl Node {
     pub async fn start(config: &Config, store: Arc<Store>, clock: Arc<dyn Clock>) -> Result<Node> {
         // The rankers' aggregates are feature views like any other, defined over the interactions.
         let config = with_ranking_views(config)?;
+        // Every section the node runs on, typed (and checked) before anything starts.
+        let features_store = FeaturesStoreConfig::from_config(&config)?;
+        let serving = ServingConfig::from_config(&config)?;
+        ServerConfig::from_config(&config)?;
         let pipelines = Pipeline::from_tables(&config.pipelines)?;
         let set = FeatureSet::from_config(&config)?;
-        let online = Arc::new(OnlineStore::open(&config.features_store, store.dir(), set).await?);
+        let online = Arc::new(OnlineStore::open(&features_store, store.dir(), set).await?);
         let features = Arc::new(Features::new(
             online.clone(),
-            config.features_store.max_entities_per_request,
-            config.features_store.vector_log_sample_rate,
+            features_store.max_entities_per_request,
+            features_store.vector_log_sample_rate,
         ));
         let live = Arc::new(Live::new(LiveConfig {
-            interactions: config.train.interactions.keys().cloned().collect(),
+            interactions: config.interactions()?.keys().cloned().collect(),
             ..Default::default()
         }));
         let parts = RecommenderParts {
@@ -171,7 +179,7 @@ impl Node {
             registry: store.dir().join("registry"),
             clock: clock.clone(),
         };
-        let recommender = Arc::new(Recommender::new(parts, pipelines, config.serving.default_pipeline.clone())?);
+        let recommender = Arc::new(Recommender::new(parts, pipelines, serving.default_pipeline.clone())?);
         let r = recommender.clone();
         match tokio::task::spawn_blocking(move || r.reload()).await.map_err(|e| std::io::Error::other(e.to_string()))? {
             Ok(Some(version)) => tracing::info!(version, "serving model bundle"),
@@ -186,13 +194,13 @@ impl Node {
             recommender.catch_up_to(stats.next_offset);
         }
         let mut node = Node { config, store, online, features, recommender, clock, supervisor: Supervisor::new() };
-        node.start_jobs(live).await;
+        node.start_jobs(live, &features_store, &serving).await;
         Ok(node)
     }
 
-    async fn start_jobs(&mut self, live: Arc<Live>) {
-        let (config, store, sup) = (&self.config, &self.store, &mut self.supervisor);
-        let poll = Duration::from_millis(config.features_store.poll_interval_ms);
+    async fn start_jobs(&mut self, live: Arc<Live>, features_store: &FeaturesStoreConfig, serving: &ServingConfig) {
+        let (store, sup) = (&self.store, &mut self.supervisor);
+        let poll = Duration::from_millis(features_store.poll_interval_ms);
 
         // The log consumers.
         consume(
@@ -214,13 +222,13 @@ impl Node {
             "feature-tail",
             store.clone(),
             tail,
-            ConsumerOptions { batch: 1_000, poll, checkpoint: Some(config.features_store.checkpoint_interval) },
+            ConsumerOptions { batch: 1_000, poll, checkpoint: Some(features_store.checkpoint_interval) },
         );
 
         // Schedules.
-        if !config.serving.reload_interval.is_zero() {
+        if !serving.reload_interval.is_zero() {
             let r = self.recommender.clone();
-            sup.every("registry-watch", config.serving.reload_interval, move || {
+            sup.every("registry-watch", serving.reload_interval, move || {
                 let r = r.clone();
                 async move {
                     match tokio::task::spawn_blocking(move || r.reload()).await {
@@ -231,9 +239,9 @@ impl Node {
                 }
             });
         }
-        if !config.serving.precompute_interval.is_zero() {
+        if !serving.precompute_interval.is_zero() {
             let (r, interval, users) =
-                (self.recommender.clone(), config.serving.precompute_interval, config.serving.precompute_users);
+                (self.recommender.clone(), serving.precompute_interval, serving.precompute_users);
             sup.every("precompute", interval, move || {
                 let r = r.clone();
                 // Lists live three intervals: a late round never leaves users without one.
@@ -252,7 +260,7 @@ impl Node {
                 }
             });
         }
-        if !config.features_store.offline_export_interval.is_zero() {
+        if !features_store.offline_export_interval.is_zero() {
             // The continuous offline store: new events into day-partitioned Parquet, compacted.
             let root = store.dir().join("offline").join("events");
             // Before the first retention pass: nothing not yet exported may be deleted.
@@ -260,7 +268,7 @@ impl Node {
                 tracing::error!(error = %e, "offline store: cannot read its export position");
             }
             let (store, clock) = (store.clone(), self.clock.clone());
-            sup.every("offline-export", config.features_store.offline_export_interval, move || {
+            sup.every("offline-export", features_store.offline_export_interval, move || {
                 let (store, root, now) = (store.clone(), root.clone(), clock.now());
                 async move {
                     let (rows, merged) =
@@ -275,8 +283,8 @@ impl Node {
         }
 
         // Queue writers: they end once their queue is closed and drained.
-        if config.serving.log_impressions {
-            let mut queue = self.recommender.open_impressions(config.serving.impression_queue);
+        if serving.log_impressions {
+            let mut queue = self.recommender.open_impressions(serving.impression_queue);
             let store = store.clone();
             sup.until_done("impressions", async move {
                 let logged = metrics::counter!("cascade_impressions_logged_total");
@@ -330,7 +338,8 @@ impl Node {
     ) -> Result<()> {
         let Node { config, store, features, recommender, clock, supervisor, .. } = self;
         let jobs = Arc::new(supervisor.health_handle());
-        let state = AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock).with_jobs(jobs);
+        let state =
+            AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock)?.with_jobs(jobs);
         let served = cascade_server::serve(listener, state, shutdown).await;
         // Every answered request's impressions and vectors are queued; closing the queues lets
         // their writers drain them and end before the log closes.

@@ -6,12 +6,14 @@
 //! `cascade-api`; everything long-running is the node's (`cascade-node`).
 
 mod catalogue;
+pub mod config;
 mod error;
 mod features;
 mod ingest;
 mod ops;
 mod recommend;
 
+pub use config::ServerConfig;
 pub use error::ApiError;
 pub use features::{Features, VECTOR_LOG_FILE};
 pub use ops::metrics_handle;
@@ -58,26 +60,25 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// Errors: `[server]` does not type or check ([`ServerConfig::from_config`]).
     pub fn new(
         config: &Config,
         store: Arc<Store>,
         features: Arc<Features>,
         recommender: Arc<Recommender>,
         clock: Arc<dyn Clock>,
-    ) -> AppState {
-        AppState {
+    ) -> Result<AppState, cascade_core::ConfigError> {
+        let server = ServerConfig::from_config(config)?;
+        Ok(AppState {
             store,
             schema: Arc::new(Schema::from_config(config)),
-            limits: Limits {
-                max_batch_events: config.server.max_batch_events,
-                max_body_bytes: config.server.max_body_bytes,
-            },
+            limits: Limits { max_batch_events: server.max_batch_events, max_body_bytes: server.max_body_bytes },
             metrics: metrics_handle(),
             features,
             recommender,
             clock,
             jobs: None,
-        }
+        })
     }
 
     /// The state with the node's jobs reported at `GET /v2/health/jobs`.

@@ -23,6 +23,19 @@ pub enum Error {
     Internal(String),
 }
 
+/// A section that does not type or check: its key (the file or the environment variable when
+/// that is all there is) and the reason, as `ConfigError` says them.
+impl From<cascade_core::ConfigError> for Error {
+    fn from(e: cascade_core::ConfigError) -> Error {
+        use cascade_core::ConfigError as C;
+        match e {
+            C::Parse { source_name, message } => Error::Config { key: source_name, reason: message },
+            C::Env { var, message } => Error::Config { key: format!("environment variable {var}"), reason: message },
+            C::Invalid { key, message } => Error::Config { key, reason: message },
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Config { key: key.into(), reason: reason.into() }

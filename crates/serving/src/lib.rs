@@ -12,6 +12,7 @@
 //! Candidates, the ranker's feature rows and every trained parameter come from
 //! `cascade-bundle`, the code training uses: training and serving meet only there.
 
+pub mod config;
 mod error;
 pub mod explore;
 pub mod live;
@@ -19,6 +20,7 @@ pub mod pipeline;
 mod recommender;
 pub mod rules;
 
+pub use config::ServingConfig;
 pub use error::{Error, Result};
 #[cfg(feature = "testing")]
 pub use recommender::Faults;

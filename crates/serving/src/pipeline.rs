@@ -88,7 +88,8 @@ impl Default for PipelineConfig {
 /// those names itself.
 pub fn with_ranking_views(config: &cascade_core::Config) -> Result<cascade_core::Config> {
     let mut config = config.clone();
-    let types: Vec<&str> = config.train.interactions.keys().map(String::as_str).collect();
+    let interactions = config.interactions()?;
+    let types: Vec<&str> = interactions.keys().map(String::as_str).collect();
     if types.is_empty() {
         return Ok(config);
     }
@@ -367,6 +368,8 @@ impl Serving {
         let generator = cached.unwrap_or_else(|| {
             let mut generator = self.bundle.generator_with(&pipeline.config.sources, &pipeline.config.precomputed);
             generator.min_history = pipeline.config.min_history;
+            // Candidates filled the way the rankers' training sets were.
+            generator.fill = self.bundle.rankers.as_ref().map_or_else(Default::default, |r| r.params.fill);
             let generator = Arc::new(generator);
             self.generators.write().insert(pipeline.name.clone(), generator.clone());
             generator
@@ -578,8 +581,8 @@ impl Serving {
     }
 }
 
-/// The candidates in retrieval order as a ranked list (when ranking is skipped): the interleaved
-/// order is the sources' own preference.
+/// The candidates in retrieval order as a ranked list (when ranking is skipped): the generator's
+/// fill order, each source's own preference within its share.
 pub fn retrieval_order(candidates: Vec<Candidate>) -> Vec<RankedItem> {
     let n = candidates.len().max(1) as f64;
     candidates

@@ -876,7 +876,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::default();
         let set = cascade_features::FeatureSet::from_config(&config).unwrap();
-        let features = Arc::new(OnlineStore::open(&config.features_store, dir.path(), set).await.unwrap());
+        let features = Arc::new(
+            OnlineStore::open(&cascade_features::FeaturesStoreConfig::from_config(&config).unwrap(), dir.path(), set)
+                .await
+                .unwrap(),
+        );
         let live = Arc::new(Live::new(LiveConfig::default()));
         let parts =
             RecommenderParts { live: live.clone(), features, registry: PathBuf::new(), clock: Arc::new(SystemClock) };

@@ -24,12 +24,14 @@
 
 mod catalogue;
 mod codec;
+pub mod config;
 mod error;
 pub mod log;
 mod store;
 
 pub use cascade_core::ErrorKind;
 pub use catalogue::Catalogue;
+pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use log::{Log, LogOptions, LogReader, LogStats};
 pub use store::{Outcome, Store, StoreOptions};

@@ -19,8 +19,9 @@
 //! cost of a sync (group commit).
 
 use crate::codec;
+use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{Error, Result};
-use cascade_core::{FsyncPolicy, Record};
+use cascade_core::Record;
 use parking_lot::{Mutex, RwLock};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -47,8 +48,8 @@ pub struct LogOptions {
     pub fsync_interval: Duration,
 }
 
-impl From<&cascade_core::config::LogConfig> for LogOptions {
-    fn from(c: &cascade_core::config::LogConfig) -> Self {
+impl From<&LogConfig> for LogOptions {
+    fn from(c: &LogConfig) -> Self {
         LogOptions {
             segment_bytes: c.segment_bytes,
             fsync: c.fsync,
@@ -59,7 +60,7 @@ impl From<&cascade_core::config::LogConfig> for LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        (&cascade_core::config::LogConfig::default()).into()
+        (&LogConfig::default()).into()
     }
 }
 

@@ -30,15 +30,15 @@ pub struct StoreOptions {
     pub retention_bytes: u64,
 }
 
-impl From<&cascade_core::config::LogConfig> for StoreOptions {
-    fn from(c: &cascade_core::config::LogConfig) -> Self {
+impl From<&crate::config::LogConfig> for StoreOptions {
+    fn from(c: &crate::config::LogConfig) -> Self {
         StoreOptions { log: c.into(), retention: c.retention, retention_bytes: c.retention_bytes }
     }
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        (&cascade_core::config::LogConfig::default()).into()
+        (&crate::config::LogConfig::default()).into()
     }
 }
 

@@ -2,12 +2,12 @@
 //! interactions and refit on all of them, the ANN index over the ALS factors, the trending
 //! model, the rankers, and the id maps — committed to the registry as one immutable version.
 
+use crate::config::{FeatureScale, TrainConfig};
 use crate::dataset::LogData;
 use crate::error::{Error, Result};
 use crate::ranking::{self, Catalogue, RankingParams};
 use crate::retrieval::{self, Evaluation, ModelKind, matrix, report_metrics};
 use cascade_bundle::{ItemTokens, SourceKind, artifacts};
-use cascade_core::config::{FeatureScale, TrainConfig};
 use cascade_eval::Split;
 use cascade_models::{AnyModel, Persist as _, Popularity};
 use cascade_registry::{BundleWriter, Manifest, ManifestDraft, ModelEntry, Registry, Trial};

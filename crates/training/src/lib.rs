@@ -11,10 +11,12 @@
 //! comes from `cascade-bundle`, never from here: training and serving meet only there.
 
 mod assemble;
+pub mod config;
 pub mod dataset;
 mod error;
 pub mod ranking;
 pub mod retrieval;
 
 pub use assemble::{CascadeSummary, TrainOptions, Trained, ranking_params, train_bundle};
+pub use config::{FeatureScale, TrainConfig};
 pub use error::{Error, Result};

@@ -29,8 +29,8 @@
 use crate::error::{Error, Result};
 use crate::retrieval::{self as training, ModelKind};
 use cascade_bundle::{
-    CandidateInputs, Generator, ItemTokens, Layout, Lists, OVERFETCH, Rankers, Request, ServingParams, SourceKind,
-    TokenProfile, affinity, aggregate_value, aggregate_views, is_cheap, rank_desc, recent_items,
+    CandidateInputs, Fill, Generator, ItemTokens, Layout, Lists, OVERFETCH, Rankers, Request, ServingParams,
+    SourceKind, TokenProfile, affinity, aggregate_value, aggregate_views, is_cheap, rank_desc, recent_items,
 };
 use cascade_core::{Config, Event, Record, Timestamp};
 use cascade_eval::metrics::{ece, ndcg_at_k};
@@ -72,6 +72,8 @@ pub struct RankingParams {
     /// Users with fewer interactions get the cold-start sources only, as in serving
     /// (`pipelines.<p>.min_history`).
     pub min_history: usize,
+    /// How candidate sets are filled from the sources (recorded for serving).
+    pub fill: Fill,
     /// Training periods: 1 is the validation slice; each more adds the period before it.
     pub periods: usize,
     /// Share of the history each training period holds out as its labels.
@@ -122,6 +124,7 @@ impl Default for RankingParams {
             light_keep: 100,
             recent: 10,
             min_history: 5,
+            fill: Fill::default(),
             periods: 2,
             period_fraction: 0.1,
             max_users: 20_000,
@@ -293,10 +296,8 @@ const EVENT_TYPE: &str = "rating";
 /// replay of `split`'s history. Returns (names, per item index, per user index).
 #[allow(clippy::type_complexity)]
 fn aggregates(split: &Split, at: i64, unit_ms: i64) -> Result<(Vec<String>, Vec<Vec<f64>>, Vec<Vec<f64>>)> {
-    let config = Config {
-        features: toml::from_str(&aggregate_views(&[EVENT_TYPE])).expect("built-in views parse"),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.features = toml::from_str(&aggregate_views(&[EVENT_TYPE])).expect("built-in views parse");
     let set = FeatureSet::from_config(&config)?;
     let mut rows: Vec<&cascade_eval::Row> = split.train_rows().iter().collect();
     rows.sort_by_key(|r| r.ts);
@@ -426,10 +427,11 @@ pub fn build_block(
     let names = layout.names.clone();
     let n_features = names.len();
     let quota_of = |name: &str| params.quotas.get(name).copied().unwrap_or(0);
-    let generator = Generator::over_lists(
+    let mut generator = Generator::over_lists(
         retrievers.models.iter().map(|(name, _)| (name, params.quotas.get(name).unwrap_or(&0))),
         params.min_history,
     );
+    generator.fill = params.fill;
 
     let groups: Vec<Option<Group>> = users
         .par_iter()
@@ -440,7 +442,7 @@ pub fn build_block(
                 for ((_, model), out) in retrievers.models.iter().zip(scores.iter_mut()) {
                     model.retriever().score_user(u, history, out);
                 }
-                // Candidates: each source's best unseen items, interleaved and deduped by the
+                // Candidates: each source's best unseen items, filled and deduped by the
                 // generator serving uses, with the same quotas, audiences and cold-start rule.
                 let mut lists = Lists::new();
                 for ((name, _), s) in retrievers.models.iter().zip(scores.iter()) {
@@ -598,7 +600,7 @@ pub fn train_rankers(names: &[String], block: &Block, params: &RankingParams) ->
         light,
         heavy,
         calibrator,
-        params: ServingParams { light_keep: params.light_keep, recent: params.recent },
+        params: ServingParams { light_keep: params.light_keep, recent: params.recent, fill: params.fill },
         report,
     })
 }

@@ -29,10 +29,13 @@ impl InProcess {
         let text = std::fs::read_to_string(dir.join("cascade.toml")).unwrap();
         let mut config = Config::from_toml(&text, "cascade.toml").unwrap();
         config.project.data_dir = dir.join("data");
-        config.serving.reload_interval = Duration::from_millis(200);
-        config.serving.precompute_interval = Duration::from_millis(300);
+        let mut serving = cascade_serving::ServingConfig::from_config(&config).unwrap();
+        serving.reload_interval = Duration::from_millis(200);
+        serving.precompute_interval = Duration::from_millis(300);
+        config.set(&serving).unwrap();
         adjust(&mut config);
-        let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&config.log)).unwrap());
+        let log = cascade_store::LogConfig::from_config(&config).unwrap();
+        let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&log)).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -362,9 +365,11 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
         let prefix = format!("cascade-test:serving:{}", std::process::id());
         let (u, p) = (url.clone(), prefix.clone());
         let server = InProcess::start_with(root, move |c| {
-            c.features_store.backend = cascade_core::config::FeaturesBackend::Redis;
-            c.features_store.redis_url = u;
-            c.features_store.redis_prefix = p;
+            let mut features_store = cascade_features::FeaturesStoreConfig::from_config(c).unwrap();
+            features_store.backend = cascade_features::FeaturesBackend::Redis;
+            features_store.redis_url = u;
+            features_store.redis_prefix = p;
+            c.set(&features_store).unwrap();
         })
         .await;
         let deadline = Instant::now() + Duration::from_secs(60);

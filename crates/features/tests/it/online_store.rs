@@ -8,8 +8,8 @@
 
 use crate::checkpoint::{DEFS, workload};
 use crate::{features, same, tx};
-use cascade_core::config::FeaturesBackend;
 use cascade_core::{Record, Timestamp, Value};
+use cascade_features::FeaturesBackend;
 use cascade_features::{
     Engine, Entities, FeatureError, FeatureSet, FeatureValue, LoggedVector, OnlineStore, Status, audit,
 };

@@ -4,6 +4,7 @@
 
 use crate::TestServer;
 use cascade_core::Config;
+use cascade_features::{FeaturesBackend, FeaturesStoreConfig};
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,20 +140,23 @@ async fn serves_features(config: Config) {
     let (status, got) = read(&s, &json!({"entities": [{"user": "u1"}], "feature": ["user_tx"]})).await;
     assert_eq!((status, got["error"]["code"].as_str()), (400, Some("malformed_json")), "{got}");
     assert!(got["error"]["message"].as_str().unwrap().contains("feature"), "{got}");
+    let features_store = FeaturesStoreConfig::from_config(&config).unwrap();
     let many: Vec<Value> =
-        (0..config.features_store.max_entities_per_request + 1).map(|i| json!({"user": format!("u{i}")})).collect();
+        (0..features_store.max_entities_per_request + 1).map(|i| json!({"user": format!("u{i}")})).collect();
     let (status, got) = read(&s, &json!({"entities": many, "features": ["user_tx"]})).await;
     assert_eq!((status, got["error"]["code"].as_str()), (413, Some("batch_too_large")), "{got}");
 
     let dir = s.stop().await;
-    if config.features_store.backend == cascade_core::config::FeaturesBackend::Embedded {
+    if features_store.backend == FeaturesBackend::Embedded {
         assert!(dir.path().join(cascade_features::CHECKPOINT_FILE).exists(), "checkpointed at shutdown");
     }
 }
 
 fn config() -> Config {
     let mut c = Config::from_toml(DEFS, "test.toml").unwrap();
-    c.features_store.max_entities_per_request = 50;
+    let mut features_store = FeaturesStoreConfig::from_config(&c).unwrap();
+    features_store.max_entities_per_request = 50;
+    c.set(&features_store).unwrap();
     c
 }
 
@@ -167,9 +171,11 @@ async fn serves_features_from_redis() {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let prefix = format!("cascade-test:server:{}:{nanos}", std::process::id());
     let mut c = config();
-    c.features_store.backend = cascade_core::config::FeaturesBackend::Redis;
-    c.features_store.redis_url = url.clone();
-    c.features_store.redis_prefix = prefix.clone();
+    let mut features_store = FeaturesStoreConfig::from_config(&c).unwrap();
+    features_store.backend = FeaturesBackend::Redis;
+    features_store.redis_url = url.clone();
+    features_store.redis_prefix = prefix.clone();
+    c.set(&features_store).unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let con = match client.get_connection_with_timeout(Duration::from_secs(2)) {
         Ok(con) => con,

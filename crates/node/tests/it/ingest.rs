@@ -102,8 +102,10 @@ async fn one_invalid_event_refuses_the_whole_batch() {
 #[tokio::test]
 async fn oversize_batches_and_bodies_get_413() {
     let mut config = cascade_core::Config::default();
-    config.server.max_batch_events = 3;
-    config.server.max_body_bytes = 2048;
+    let mut server = cascade_server::ServerConfig::from_config(&config).unwrap();
+    server.max_batch_events = 3;
+    server.max_body_bytes = 2048;
+    config.set(&server).unwrap();
     let s = TestServer::with_config(config).await;
     let four: Vec<Value> = (0..4).map(|i| play(&format!("e{i}"), "u")).collect();
     let (status, body) = s.post_events(&Value::Array(four)).await;

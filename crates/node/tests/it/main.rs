@@ -29,7 +29,10 @@ impl TestServer {
 
     pub async fn with_config(config: Config) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), StoreOptions::from(&config.log)).unwrap());
+        let store = Arc::new(
+            Store::open(dir.path(), StoreOptions::from(&cascade_store::LogConfig::from_config(&config).unwrap()))
+                .unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

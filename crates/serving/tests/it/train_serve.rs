@@ -27,7 +27,9 @@ struct Trained {
 async fn trained() -> Trained {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::default();
-    let store = Arc::new(Store::open(dir.path(), StoreOptions::from(&config.log)).unwrap());
+    let store = Arc::new(
+        Store::open(dir.path(), StoreOptions::from(&cascade_store::LogConfig::from_config(&config).unwrap())).unwrap(),
+    );
     let world = WorldConfig { seed: 7, users: 300, items: 400, events: 30_000, days: 60, ..WorldConfig::default() };
     let catalogue = World::catalogue(&world);
     let records: Vec<Record> = catalogue
@@ -42,13 +44,13 @@ async fn trained() -> Trained {
         store.append(batch).await.unwrap();
     }
     let records: Vec<(u64, Record)> = store.read_from(0).collect::<Result<_, _>>().unwrap();
-    let data = from_log(&store, &config.train.interactions, "test".into()).unwrap();
+    let data = from_log(&store, &config.interactions().unwrap(), "test".into()).unwrap();
     let registry = Registry::open(store.dir().join("registry")).unwrap();
     let trained = train_bundle(
         &registry,
-        &config.train,
+        &cascade_training::TrainConfig::from_config(&config).unwrap(),
         "test".into(),
-        from_log(&store, &config.train.interactions, "test".into()).unwrap(),
+        from_log(&store, &config.interactions().unwrap(), "test".into()).unwrap(),
         TrainOptions { tune: false, k: 10 },
         &|_| {},
     )
@@ -61,10 +63,14 @@ async fn trained() -> Trained {
 async fn serving_parts(t: &Trained) -> (Arc<Live>, Arc<OnlineStore>) {
     let config = with_ranking_views(&t.config).unwrap();
     let set = FeatureSet::from_config(&config).unwrap();
-    let online = Arc::new(OnlineStore::open(&config.features_store, t.store.dir(), set).await.unwrap());
+    let online = Arc::new(
+        OnlineStore::open(&cascade_features::FeaturesStoreConfig::from_config(&config).unwrap(), t.store.dir(), set)
+            .await
+            .unwrap(),
+    );
     online.apply(&t.records).await.unwrap();
     let live = Arc::new(Live::new(LiveConfig {
-        interactions: t.config.train.interactions.keys().cloned().collect(),
+        interactions: t.config.interactions().unwrap().keys().cloned().collect(),
         ..Default::default()
     }));
     live.apply(&t.records);
@@ -136,7 +142,7 @@ async fn serving_builds_the_feature_rows_training_builds() {
     // Training's view: the whole log as one period's history, the bundle's own models as its
     // retrievers, in the order the rankers' layout names them.
     let split = Split::temporal(t.data.rows.clone(), 0.0).unwrap();
-    let mut params = ranking_params(&t.config.train, 10);
+    let mut params = ranking_params(&cascade_training::TrainConfig::from_config(&t.config).unwrap(), 10);
     params.quotas.retain(|name, _| bundle.models.contains_key(name));
     let retrievers = Retrievers {
         models: params.quotas.keys().map(|name| (name.clone(), (*bundle.models[name]).clone())).collect(),

@@ -1,5 +1,5 @@
 use crate::event;
-use cascade_core::FsyncPolicy;
+use cascade_store::FsyncPolicy;
 use cascade_store::{Log, LogOptions};
 use std::fs::OpenOptions;
 use std::io::Write;
