@@ -18,6 +18,18 @@ use std::path::PathBuf;
 /// The documented reference configuration, written by `cascade init`.
 pub const TEMPLATE: &str = include_str!("cascade.toml");
 
+/// The commented `[features]` example at the end of [`TEMPLATE`], uncommented: the tests of
+/// every crate that reads feature definitions check that it parses and resolves.
+pub fn template_features_example() -> String {
+    let tail = TEMPLATE.split("# --- feature definitions example ---").nth(1).unwrap_or_default();
+    // The prose before the first table stays commented.
+    let tail = tail.find("# [features.").map_or("", |at| &tail[at..]);
+    tail.lines()
+        .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Environment variables with this prefix override configuration keys.
 pub const ENV_PREFIX: &str = "CASCADE__";
 

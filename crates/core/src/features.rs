@@ -305,27 +305,16 @@ mod opt_duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, template_features_example};
 
     fn load(features: &str) -> Result<Config, String> {
         Config::from_toml(features, "cascade.toml").map_err(|e| e.to_string())
     }
 
-    /// The commented example at the end of the template, uncommented.
-    fn template_example() -> String {
-        let tail = crate::config::TEMPLATE.split("# --- feature definitions example ---").nth(1).expect("marker");
-        // The prose before the first table stays commented.
-        let tail = &tail[tail.find("# [features.").expect("an example view")..];
-        tail.lines()
-            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// (`cascade_features::resolve`'s tests check that the example also resolves.)
     #[test]
     fn the_template_example_parses_and_round_trips() {
-        let text = template_example();
+        let text = template_features_example();
         let config = load(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert!(config.features.contains_key("user_tx") && config.features.contains_key("request"));
         // Serialising and parsing again gives the same configuration (`cascade config` prints it).

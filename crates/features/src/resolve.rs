@@ -585,26 +585,15 @@ pub fn filter_matches(actual: Option<&Value>, wanted: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cascade_core::config::template_features_example;
 
     fn load(features: &str) -> Config {
         Config::from_toml(features, "cascade.toml").unwrap_or_else(|e| panic!("{e}\n{features}"))
     }
 
-    /// The commented example at the end of the template, uncommented.
-    fn template_example() -> String {
-        let tail =
-            cascade_core::config::TEMPLATE.split("# --- feature definitions example ---").nth(1).expect("marker");
-        // The prose before the first table stays commented.
-        let tail = &tail[tail.find("# [features.").expect("an example view")..];
-        tail.lines()
-            .filter_map(|l| l.strip_prefix("# ").or_else(|| (l == "#").then_some("")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     #[test]
     fn the_template_example_resolves() {
-        let text = template_example();
+        let text = template_features_example();
         let views = resolve(&load(&text)).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let names: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
         assert!(names.contains(&"user_tx") && names.contains(&"request"), "{names:?}");
