@@ -50,6 +50,16 @@ pub enum ErrorCode {
     Conflict,
     /// A dependency is down or busy; retry later.
     Unavailable,
+    /// No API key, or one that is not known or was revoked (401, with `WWW-Authenticate`).
+    Unauthorized,
+    /// The API key lacks the route's scope (403); the message names the scope.
+    Forbidden,
+    /// Too many requests of this route's class at once (503, with `Retry-After`); retry shortly.
+    Overloaded,
+    /// The request took longer than `server.request_timeout` (503); retrying may work.
+    Timeout,
+    /// The body did not arrive within `server.body_read_timeout` (408).
+    RequestTimeout,
     Internal,
 }
 

@@ -5,6 +5,7 @@ mod evaluate;
 mod features;
 mod generate;
 mod import;
+mod keys;
 mod load;
 mod policy;
 mod project;
@@ -67,10 +68,16 @@ enum Command {
     /// (hot-reloaded when `cascade train` writes a new one), health probes and Prometheus metrics
     /// on /metrics. Ready (`/v2/health/ready`) once the event log has been read; a stop drains
     /// requests and flushes the log.
+    ///
+    /// Listening beyond loopback needs API keys (`cascade keys create`) or --insecure.
     Serve {
         /// HOST:PORT to listen on (overrides server.addr).
         #[arg(long)]
         addr: Option<String>,
+        /// Serve on a non-loopback address although the project has no API key: every route
+        /// is then open to anyone who reaches it.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Import events and catalogue records from files into the project's event log.
     Import(load::ImportArgs),
@@ -86,6 +93,9 @@ enum Command {
     /// List and inspect model bundles.
     #[command(subcommand)]
     Models(train::ModelsCommand),
+    /// API keys: create (the token is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Feature store: point-in-time training sets (Parquet), offline export, audit of served vectors.
     #[command(subcommand)]
     Features(features::FeaturesCommand),
@@ -111,13 +121,14 @@ fn main() -> Result<()> {
             println!("next: cd {} && cascade generate && cascade serve", dir.display());
             Ok(())
         }
-        Command::Serve { addr } => {
+        Command::Serve { addr, insecure } => {
             let mut project = Project::load(cli.config.as_deref())?;
             if let Some(addr) = addr {
                 project.set_addr(&addr)?;
             }
-            serve(&project, None)
+            serve(&project, None, insecure)
         }
+        Command::Keys(cmd) => keys::run(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Import(args) => load::import(&Project::load(cli.config.as_deref())?, &args),
         Command::Generate(args) => generate::run(&Project::load(cli.config.as_deref())?, &args),
         Command::Train(args) => train::run(&Project::load(cli.config.as_deref())?, &args).map(drop),
@@ -139,8 +150,8 @@ fn main() -> Result<()> {
 }
 
 /// Opens the project's store and serves until Ctrl-C or SIGTERM.
-pub fn serve(project: &Project, ready: Option<Ready<'_>>) -> Result<()> {
-    serve_until(project, ready, shutdown_signal())
+pub fn serve(project: &Project, ready: Option<Ready<'_>>, insecure: bool) -> Result<()> {
+    serve_until(project, ready, insecure, shutdown_signal())
 }
 
 /// Told the bound address and the node's recommender once the node runs (quickstart asks it
@@ -154,6 +165,7 @@ pub type Ready<'a> = &'a dyn Fn(
 pub fn serve_until(
     project: &Project,
     ready: Option<Ready<'_>>,
+    insecure: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let shutdown = async move {
@@ -163,13 +175,21 @@ pub fn serve_until(
         }
     };
     let store = Arc::new(open_store(project)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let server = project.server()?;
+    // Bounded: under overload, blocking work queues instead of growing hundreds of threads that
+    // stay after the burst.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(server.blocking_threads)
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let addr = &project.server()?.addr;
+        let addr = &server.addr;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!(%local, data_dir = %project.data_dir().display(), "serving");
-        let node = cascade_node::Node::start(&project.config, store, Arc::new(cascade_core::SystemClock)).await?;
+        let node = cascade_node::Node::start(&project.config, store, Arc::new(cascade_core::SystemClock))
+            .await?
+            .insecure(insecure);
         let beside = match ready {
             Some(f) => f(local, node.recommender().clone()),
             None => {

@@ -110,7 +110,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
         });
         sample
     };
-    crate::serve_until(&project, Some(&ready), async move {
+    crate::serve_until(&project, Some(&ready), false, async move {
         // A dropped sender is not a request to stop.
         if stopped.await.is_err() {
             std::future::pending::<()>().await;

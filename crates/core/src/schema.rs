@@ -247,17 +247,27 @@ fn typed_fields(
 }
 
 fn check_id(id: &str, field: &str, errors: &mut Vec<FieldError>) -> bool {
-    let reason = if id.is_empty() {
-        "must not be empty"
+    match id_problem(id) {
+        None => true,
+        Some(reason) => {
+            errors.push(FieldError::new(field, reason));
+            false
+        }
+    }
+}
+
+/// What is wrong with `id` as a user, item or event id, if anything: the one rule for ids in
+/// every request, so an id that could never have been ingested is refused everywhere.
+pub fn id_problem(id: &str) -> Option<&'static str> {
+    if id.is_empty() {
+        Some("must not be empty")
     } else if id.len() > MAX_ID_BYTES {
-        "longer than 256 bytes"
+        Some("longer than 256 bytes")
     } else if id.chars().any(char::is_control) {
-        "contains control characters"
+        Some("contains control characters")
     } else {
-        return true;
-    };
-    errors.push(FieldError::new(field, reason));
-    false
+        None
+    }
 }
 
 /// Ids are strings; integers are accepted and kept in their decimal form (MovieLens-style ids).

@@ -13,6 +13,7 @@
 //! | `offline-export` | new events into day-partitioned Parquet, compacted |
 //! | `store-maintenance` | catalogue snapshot and log retention |
 //! | `impressions`, `vector-log` | queue writers: impressions into the log, served vectors to disk |
+//! | `keys-watch` | API keys created or revoked with `cascade keys` taken into force |
 //!
 //! [`Node::serve`] runs the HTTP API (`cascade-server`) until shutdown, then stops in order:
 //! requests drained, queues flushed, jobs stopped after their current round, the feature state
@@ -37,6 +38,8 @@ use std::time::Duration;
 
 /// How often the node snapshots the catalogue and applies log retention.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How soon a key created or revoked with `cascade keys` takes effect in a running server.
+const KEYS_INTERVAL: Duration = Duration::from_secs(1);
 /// Most impressions appended to the log in one batch.
 const IMPRESSION_BATCH: usize = 5_000;
 
@@ -54,6 +57,13 @@ pub enum Error {
     /// A section of the configuration does not type or check (the error names the key).
     #[error(transparent)]
     Config(#[from] cascade_core::ConfigError),
+    #[error(transparent)]
+    Server(#[from] cascade_server::StartError),
+    /// Listening beyond this machine with no API key, without [`Node::insecure`].
+    #[error(
+        "refusing to serve on {0} without API keys: anyone who reaches it could write events and read users. Create a key (`cascade keys create --name NAME --scope admin`), listen on 127.0.0.1, or pass --insecure"
+    )]
+    Insecure(std::net::SocketAddr),
 }
 
 impl Error {
@@ -64,6 +74,9 @@ impl Error {
             Error::Store(e) => e.kind(),
             Error::Http(_) => ErrorKind::Unavailable,
             Error::Config(e) => e.kind(),
+            Error::Server(cascade_server::StartError::Config(e)) => e.kind(),
+            Error::Server(cascade_server::StartError::Keys(e)) => e.kind(),
+            Error::Insecure(_) => ErrorKind::Invalid,
         }
     }
 }
@@ -80,6 +93,7 @@ pub struct Node {
     recommender: Arc<Recommender>,
     clock: Arc<dyn Clock>,
     supervisor: Supervisor,
+    insecure: bool,
 }
 
 /// Serves `config` over `store` on `listener` until `shutdown` resolves (see [`Node`]).
@@ -193,7 +207,16 @@ impl Node {
         if let Ok(stats) = store.log_stats() {
             recommender.catch_up_to(stats.next_offset);
         }
-        let mut node = Node { config, store, online, features, recommender, clock, supervisor: Supervisor::new() };
+        let mut node = Node {
+            config,
+            store,
+            online,
+            features,
+            recommender,
+            clock,
+            supervisor: Supervisor::new(),
+            insecure: false,
+        };
         node.start_jobs(live, &features_store, &serving).await;
         Ok(node)
     }
@@ -327,6 +350,12 @@ impl Node {
         self.supervisor.health_handle()
     }
 
+    /// Allows serving on a non-loopback address while the project has no API key (`--insecure`).
+    pub fn insecure(mut self, allow: bool) -> Node {
+        self.insecure = allow;
+        self
+    }
+
     /// Serves the HTTP API on `listener` until `shutdown` resolves, then stops the node: drains
     /// requests, writes every queued impression and served vector, stops the jobs after their
     /// current round, checkpoints the feature state, flushes and syncs the log and writes the
@@ -336,10 +365,29 @@ impl Node {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let Node { config, store, features, recommender, clock, supervisor, .. } = self;
+        let Node { config, store, features, recommender, clock, mut supervisor, insecure, .. } = self;
         let jobs = Arc::new(supervisor.health_handle());
         let state =
             AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock)?.with_jobs(jobs);
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() && !state.keys().enabled() && !insecure {
+            return Err(Error::Insecure(local));
+        }
+        if insecure && !state.keys().enabled() {
+            tracing::warn!(%local, "serving without API keys (--insecure): every route is open to anyone who reaches it");
+        }
+        let keys = state.keys().clone();
+        supervisor.every("keys-watch", KEYS_INTERVAL, move || {
+            let keys = keys.clone();
+            async move {
+                match keys.reload() {
+                    Ok(true) => tracing::info!(enabled = keys.enabled(), "API keys reloaded"),
+                    Ok(false) => {}
+                    Err(e) => return Err(format!("{e}; the keys loaded before stay in force")),
+                }
+                Ok(())
+            }
+        });
         let served = cascade_server::serve(listener, state, shutdown).await;
         // Every answered request's impressions and vectors are queued; closing the queues lets
         // their writers drain them and end before the log closes.

@@ -1,19 +1,15 @@
 //! Item and user upserts and reads.
 
-use crate::ingest::body_rejection;
+use crate::body;
 use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use cascade_api::{ErrorCode, FieldProblem, Item, User};
 use cascade_core::{FieldError, ItemRecord, Record, UserRecord, Value};
 use std::collections::BTreeMap;
-
-fn json_body(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
-    let body = body.map_err(|e| body_rejection(&e))?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("body is not JSON: {e}")))
-}
 
 fn problems(errors: Vec<FieldError>) -> Vec<FieldProblem> {
     errors.into_iter().map(|e| FieldProblem { index: None, field: e.field, reason: e.reason }).collect()
@@ -55,9 +51,10 @@ async fn write(state: &AppState, record: Record) -> Result<u64, ApiError> {
 pub async fn put_item(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Item>, ApiError> {
-    let body = json_body(body)?;
+    let body: serde_json::Value = body::json(&headers, body, "a JSON object")?;
     let item = state.schema.validate_item(&id, &body, state.clock.now()).map_err(|e| {
         ApiError::new(ErrorCode::InvalidItem, format!("item `{id}` is invalid; nothing was written"))
             .with_details(problems(e))
@@ -89,9 +86,10 @@ pub async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> 
 pub async fn put_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<User>, ApiError> {
-    let body = json_body(body)?;
+    let body: serde_json::Value = body::json(&headers, body, "a JSON object")?;
     let user = state.schema.validate_user(&id, &body, state.clock.now()).map_err(|e| {
         ApiError::new(ErrorCode::InvalidUser, format!("user `{id}` is invalid; nothing was written"))
             .with_details(problems(e))

@@ -1,20 +1,82 @@
 //! `[server]`: where the HTTP API listens and the limits of one request (typed here; core keeps
 //! the raw, layered section).
 
-use cascade_core::config::{Config, ConfigError, Section};
+use cascade_core::config::{Config, ConfigError, Section, duration_str};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
+/// `[server]`: the listener, request limits, authentication's open routes, overload protection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub addr: String,
     pub max_batch_events: usize,
     pub max_body_bytes: usize,
+    /// Whether `/v2/health/*` answers without an API key when the project has keys.
+    pub open_health: bool,
+    /// Whether `/metrics` answers without an API key when the project has keys.
+    pub open_metrics: bool,
+    /// Origins allowed to call the API from a browser (CORS); empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Longest a request may take from its headers to its answer; past it, 503 `timeout`.
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+    /// Longest a connection may take to send a request's headers, idle keep-alive included.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// Longest a request's body may take to arrive; past it, 408 `request_timeout`.
+    #[serde(with = "duration_str")]
+    pub body_read_timeout: Duration,
+    /// Open connections served fully; past it, a connection gets only the health routes (other
+    /// routes answer 503 `overloaded`) and is closed after one request.
+    pub max_connections: usize,
+    /// Threads for blocking work (the cascade's stages, the feature state's checkpoints).
+    pub blocking_threads: usize,
+    /// Requests of each class executing at once.
+    pub in_flight: InFlight,
+    /// Requests of each class waiting for a slot; past it, 503 `overloaded` at once.
+    pub max_queued: usize,
+    /// Longest a request waits for a slot before 503 `overloaded`.
+    #[serde(with = "duration_str")]
+    pub queue_timeout: Duration,
+}
+
+/// Per route class, how many requests execute at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InFlight {
+    /// `POST /v1/events`, `PUT /v1/items/{id}`, `PUT /v1/users/{id}`.
+    pub ingest: usize,
+    /// Recommendations, re-ranking, similar items, online features.
+    pub serve: usize,
+    /// Catalogue reads.
+    pub read: usize,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight { ingest: 32, serve: 32, read: 64 }
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { addr: "127.0.0.1:8080".into(), max_batch_events: 10_000, max_body_bytes: 16 << 20 }
+        ServerConfig {
+            addr: "127.0.0.1:8080".into(),
+            max_batch_events: 10_000,
+            max_body_bytes: 16 << 20,
+            open_health: true,
+            open_metrics: true,
+            cors_origins: Vec::new(),
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            blocking_threads: 64,
+            in_flight: InFlight::default(),
+            max_queued: 1024,
+            queue_timeout: Duration::from_millis(100),
+        }
     }
 }
 
@@ -22,8 +84,37 @@ impl Section for ServerConfig {
     const NAME: &'static str = "server";
 
     fn check(&self, _: &Config) -> Result<(), ConfigError> {
-        if self.max_batch_events == 0 {
-            return Err(ConfigError::invalid("server.max_batch_events".into(), "must be at least 1"));
+        let positive = [
+            ("max_batch_events", self.max_batch_events),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_connections", self.max_connections),
+            ("blocking_threads", self.blocking_threads),
+            ("in_flight.ingest", self.in_flight.ingest),
+            ("in_flight.serve", self.in_flight.serve),
+            ("in_flight.read", self.in_flight.read),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::invalid(format!("server.{key}"), "must be at least 1"));
+        }
+        let timeouts = [
+            ("request_timeout", self.request_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ];
+        if let Some((key, _)) = timeouts.iter().find(|(_, d)| d.is_zero()) {
+            return Err(ConfigError::invalid(format!("server.{key}"), "must be longer than 0s"));
+        }
+        for origin in &self.cors_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "server.cors_origins".into(),
+                    &format!("`{origin}` is not an origin (scheme://host[:port], no path) or `*`"),
+                ));
+            }
         }
         Ok(())
     }
@@ -82,8 +173,20 @@ mod tests {
     }
 
     #[test]
-    fn max_batch_events_is_checked() {
-        let config = Config::from_toml("[server]\nmax_batch_events = 0\n", "f").unwrap();
-        assert!(ServerConfig::from_config(&config).unwrap_err().to_string().contains("server.max_batch_events"));
+    fn limits_are_checked() {
+        for (text, key) in [
+            ("max_batch_events = 0", "server.max_batch_events"),
+            ("in_flight = { serve = 0 }", "server.in_flight.serve"),
+            ("request_timeout = \"0s\"", "server.request_timeout"),
+            ("cors_origins = [\"example.com\"]", "server.cors_origins"),
+            ("cors_origins = [\"https://example.com/\"]", "server.cors_origins"),
+        ] {
+            let config = Config::from_toml(&format!("[server]\n{text}\n"), "f").unwrap();
+            let err = ServerConfig::from_config(&config).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let config =
+            Config::from_toml("[server]\ncors_origins = [\"https://app.example.com:8443\", \"*\"]\n", "f").unwrap();
+        assert_eq!(ServerConfig::from_config(&config).unwrap().cors_origins.len(), 2);
     }
 }

@@ -1,6 +1,6 @@
 //! The one error type handlers return, rendered as `{"error": {code, message, details}}`.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cascade_api::{ErrorBody, ErrorCode, ErrorResponse, FieldProblem};
 use cascade_core::ErrorKind;
@@ -40,9 +40,14 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::BatchTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::ItemNotFound | ErrorCode::UserNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::StoreUnavailable | ErrorCode::FeatureStoreUnavailable | ErrorCode::Unavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::StoreUnavailable
+        | ErrorCode::FeatureStoreUnavailable
+        | ErrorCode::Unavailable
+        | ErrorCode::Overloaded
+        | ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -101,7 +106,20 @@ impl From<cascade_serving::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorResponse { error: ErrorBody { code: self.code, message: self.message, details: self.details } };
-        (self.status, axum::Json(body)).into_response()
+        let code = self.code;
+        let body = ErrorResponse { error: ErrorBody { code, message: self.message, details: self.details } };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        match code {
+            ErrorCode::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // Shedding is brief by design: a second is long enough for the queue to drain.
+            ErrorCode::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
     }
 }

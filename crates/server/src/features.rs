@@ -1,12 +1,13 @@
 //! `POST /v1/features`: values with their event time, age and status, sampled into the served
 //! vector log. The node keeps the online state up with the log.
 
-use crate::ingest::body_rejection;
+use crate::body;
 use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
 use cascade_api::{
     EntityFeatures, EntityIn, ErrorCode, FeatureStatus, FeatureValueOut, FeaturesRequest, FeaturesResponse,
     FieldProblem,
@@ -117,11 +118,29 @@ fn invalid(field: String, reason: impl Into<String>) -> ApiError {
     }])
 }
 
+/// Most request-time fields of one entity, and the longest string among them.
+const MAX_ENTITY_FIELDS: usize = 32;
+const MAX_FIELD_BYTES: usize = 256;
+
 /// An entity of the request as the feature engine reads it; context values must be scalars.
 fn entities(i: usize, e: EntityIn) -> Result<Entities, ApiError> {
+    for (part, id) in [("user", &e.user), ("item", &e.item)] {
+        if let Some(reason) = id.as_deref().and_then(cascade_core::schema::id_problem) {
+            return Err(invalid(format!("entities[{i}].{part}"), reason));
+        }
+    }
+    if e.fields.len() > MAX_ENTITY_FIELDS {
+        return Err(invalid(format!("entities[{i}].fields"), format!("at most {MAX_ENTITY_FIELDS} fields")));
+    }
     let mut fields = Vec::with_capacity(e.fields.len());
     for (name, v) in e.fields {
         let value = match v {
+            serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => {
+                return Err(invalid(
+                    format!("entities[{i}].fields.{name}"),
+                    format!("longer than {MAX_FIELD_BYTES} bytes"),
+                ));
+            }
             serde_json::Value::String(s) => Value::String(s),
             serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => match n.as_i64() {
@@ -179,11 +198,10 @@ fn status(s: Status) -> FeatureStatus {
 )]
 pub async fn post_features(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FeaturesResponse>, ApiError> {
-    let body = body.map_err(|e| body_rejection(&e))?;
-    let request: FeaturesRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("body is not a features request: {e}")))?;
+    let request: FeaturesRequest = body::json(&headers, body, "a features request")?;
     let features = &state.features;
     if request.entities.is_empty() {
         return Err(invalid("entities".into(), "ask for at least one entity"));

@@ -1,40 +1,34 @@
 //! `POST /v1/events`: parse, validate the whole batch, append it as one unit.
 
+use crate::body::{self, Media};
 use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use cascade_api::{Duplicate, ErrorCode, FieldProblem, IngestResponse};
 use cascade_core::Record;
 use cascade_store::Outcome;
 
-/// Parses a JSON array of events, or NDJSON (one event per line). NDJSON is chosen by a
-/// `application/x-ndjson` content type or, failing that, by a body that does not start with `[`.
+/// Parses a JSON array of events, or NDJSON (one event per line): NDJSON is chosen by an
+/// `application/x-ndjson` content type or, with `application/json`, by a body that does not start
+/// with `[`. Duplicate keys are refused ([`body::value`]).
 pub fn parse_batch(headers: &HeaderMap, body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    let ndjson = match mime {
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => true,
-        "application/json" | "" => body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'['),
-        other => {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!("content type `{other}`: send application/json (an array) or application/x-ndjson"),
-            ));
-        }
-    };
-    if !ndjson {
-        return serde_json::from_slice(body)
-            .map_err(|e| ApiError::new(ErrorCode::MalformedJson, format!("body is not a JSON array of events: {e}")));
+    let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if body::media(headers, true)? == Media::Json && array {
+        return match body::value(body) {
+            Ok(serde_json::Value::Array(values)) => Ok(values),
+            Ok(_) => unreachable!("a document starting with `[` is an array"),
+            Err(e) => Err(ApiError::new(ErrorCode::MalformedJson, format!("body is not a JSON array of events: {e}"))),
+        };
     }
     let mut out = Vec::new();
     for (n, line) in body.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value = serde_json::from_slice(line).map_err(|e| {
+        let value = body::value(line).map_err(|e| {
             ApiError::new(ErrorCode::MalformedJson, format!("NDJSON line {}: {e}", n + 1)).with_details(vec![
                 FieldProblem { index: Some(out.len()), field: String::new(), reason: e.to_string() },
             ])
@@ -60,9 +54,9 @@ pub async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let body = body.map_err(|e| body_rejection(&e))?;
+    let body = body::bytes(body)?;
     let values = parse_batch(&headers, &body)?;
-    let max = state.limits.max_batch_events;
+    let max = state.server.max_batch_events;
     if values.len() > max {
         return Err(ApiError::new(
             ErrorCode::BatchTooLarge,
@@ -109,13 +103,4 @@ pub async fn post_events(
     metrics::counter!("cascade_events_ingested_total").increment(response.accepted as u64);
     metrics::counter!("cascade_events_duplicate_total").increment(response.duplicates.len() as u64);
     Ok(Json(response))
-}
-
-/// Maps axum's body errors (chiefly the size limit) to our error shape.
-pub fn body_rejection(rejection: &BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds server.max_body_bytes")
-    } else {
-        ApiError::new(ErrorCode::MalformedJson, rejection.body_text())
-    }
 }

@@ -3,19 +3,14 @@
 //! and fallbacks live in `cascade-serving`.
 
 use crate::AppState;
+use crate::body;
 use crate::error::ApiError;
-use crate::ingest::body_rejection;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use cascade_api::{RankRequest, RecommendationRequest, RecommendationResponse, SimilarResponse};
-
-fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>, what: &str) -> Result<T, ApiError> {
-    let body = body.map_err(|e| body_rejection(&e))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(cascade_api::ErrorCode::MalformedJson, format!("body is not a {what} request: {e}")))
-}
 
 #[utoipa::path(post, path = "/v1/recommendations", tag = "recommendations",
     request_body = RecommendationRequest,
@@ -26,9 +21,10 @@ fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>, wh
 )]
 pub async fn post_recommendations(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RecommendationResponse>, ApiError> {
-    let request: RecommendationRequest = parse(body, "recommendation")?;
+    let request: RecommendationRequest = body::json(&headers, body, "a recommendation request")?;
     Ok(Json(state.recommender.recommend(request).await?))
 }
 
@@ -41,9 +37,10 @@ pub async fn post_recommendations(
 )]
 pub async fn post_rank(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RecommendationResponse>, ApiError> {
-    let request: RankRequest = parse(body, "rank")?;
+    let request: RankRequest = body::json(&headers, body, "a rank request")?;
     Ok(Json(state.recommender.rank(request).await?))
 }
 

@@ -313,7 +313,9 @@ impl Recommender {
             }
         };
         let started = Instant::now();
-        let task = tokio::task::spawn_blocking(f);
+        // Under overload a stage can wait in the blocking pool's queue past its deadline; by
+        // then the request has moved on, so the work is skipped rather than done for nobody.
+        let task = tokio::task::spawn_blocking(move || if started.elapsed() < deadline { f() } else { None });
         let out = match tokio::time::timeout(deadline, task).await {
             Ok(Ok(Some(v))) => Ran::Done(v),
             Ok(Ok(None)) | Ok(Err(_)) => Ran::Failed,
@@ -327,6 +329,73 @@ impl Recommender {
 
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::InvalidRequest { field: field.to_string(), reason: reason.into() }
+}
+
+/// Most ids in a request's `exclude`.
+pub const MAX_EXCLUDE: usize = 1_000;
+/// Most keys in a request's `context`, and the longest key.
+pub const MAX_CONTEXT_KEYS: usize = 32;
+pub const MAX_CONTEXT_KEY_BYTES: usize = 64;
+/// Longest string value in `context` or `filters`.
+pub const MAX_VALUE_BYTES: usize = 256;
+/// Most attribute values across a request's `filters`.
+pub const MAX_FILTER_VALUES: usize = 256;
+
+/// The ingestion rule for ids, for an id a request names.
+fn check_id(field: &str, id: &str) -> Result<()> {
+    cascade_core::schema::id_problem(id).map_or(Ok(()), |reason| Err(invalid(field, reason)))
+}
+
+/// Bounds on what a request may carry: whatever is logged with its impressions (the user id,
+/// the context) or held while it is served (exclude, filters) is bounded, so one request cannot
+/// write megabytes to the log or hold megabytes of memory.
+fn check_request(
+    user: &str,
+    exclude: &[String],
+    context: &BTreeMap<String, serde_json::Value>,
+    filters: &BTreeMap<String, Vec<String>>,
+) -> Result<()> {
+    check_id("user", user)?;
+    if exclude.len() > MAX_EXCLUDE {
+        return Err(invalid("exclude", format!("{} ids; at most {MAX_EXCLUDE}", exclude.len())));
+    }
+    for (i, id) in exclude.iter().enumerate() {
+        check_id(&format!("exclude[{i}]"), id)?;
+    }
+    if context.len() > MAX_CONTEXT_KEYS {
+        return Err(invalid("context", format!("{} keys; at most {MAX_CONTEXT_KEYS}", context.len())));
+    }
+    for (key, value) in context {
+        if key.is_empty() || key.len() > MAX_CONTEXT_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(invalid(
+                "context",
+                format!("a key must be 1..={MAX_CONTEXT_KEY_BYTES} bytes without control characters"),
+            ));
+        }
+        let field = format!("context.{key}");
+        match value {
+            serde_json::Value::String(s) if s.len() > MAX_VALUE_BYTES => {
+                return Err(invalid(&field, format!("longer than {MAX_VALUE_BYTES} bytes")));
+            }
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                return Err(invalid(&field, "must be a string, number, boolean or null"));
+            }
+            _ => {}
+        }
+    }
+    let values: usize = filters.values().map(Vec::len).sum();
+    if values > MAX_FILTER_VALUES {
+        return Err(invalid("filters", format!("{values} values; at most {MAX_FILTER_VALUES}")));
+    }
+    for (name, values) in filters {
+        if values.is_empty() {
+            return Err(invalid(&format!("filters.{name}"), "list at least one value"));
+        }
+        if values.iter().any(|v| v.len() > MAX_VALUE_BYTES) {
+            return Err(invalid(&format!("filters.{name}"), format!("a value is longer than {MAX_VALUE_BYTES} bytes")));
+        }
+    }
+    Ok(())
 }
 
 fn fallback(path: &mut ServingPath, reason: &str) {
@@ -578,18 +647,13 @@ impl Recommender {
     pub async fn recommend(&self, request: RecommendationRequest) -> Result<RecommendationResponse> {
         let rec = self;
         let pipeline = rec.pipeline(request.pipeline.as_deref())?;
-        if request.user.is_empty() {
-            return Err(invalid("user", "must not be empty"));
-        }
+        check_request(&request.user, &request.exclude, &request.context, &request.filters)?;
         let k = request.k.unwrap_or(pipeline.config.k);
         if k == 0 || k > pipeline.config.max_k {
             return Err(invalid(
                 "k",
                 format!("must be within 1..={} (pipelines.{}.max_k)", pipeline.config.max_k, pipeline.name),
             ));
-        }
-        if let Some(name) = request.filters.iter().find(|(_, v)| v.is_empty()).map(|(n, _)| n) {
-            return Err(invalid(&format!("filters.{name}"), "list at least one value"));
         }
         let now = request_time(&*rec.clock, &request.context)?;
         let request_id = rec.request_id();
@@ -710,14 +774,15 @@ impl Recommender {
     pub async fn rank(&self, request: RankRequest) -> Result<RecommendationResponse> {
         let rec = self;
         let pipeline = rec.pipeline(request.pipeline.as_deref())?;
-        if request.user.is_empty() {
-            return Err(invalid("user", "must not be empty"));
-        }
+        check_request(&request.user, &[], &request.context, &BTreeMap::new())?;
         if request.items.is_empty() || request.items.len() > pipeline.config.candidates {
             return Err(invalid(
                 "items",
                 format!("give 1..={} items (pipelines.{}.candidates)", pipeline.config.candidates, pipeline.name),
             ));
+        }
+        for (i, id) in request.items.iter().enumerate() {
+            check_id(&format!("items[{i}]"), id)?;
         }
         let mut seen = HashSet::new();
         if let Some(dup) = request.items.iter().find(|i| !seen.insert(i.as_str())) {
@@ -780,6 +845,7 @@ impl Recommender {
         if !(1..=100).contains(&k) {
             return Err(invalid("k", "must be within 1..=100"));
         }
+        check_id("id", &id)?;
         let rec = self;
         let not_found = || Error::ItemNotFound(id.clone());
         let Some(serving) = rec.current() else {

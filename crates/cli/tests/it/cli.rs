@@ -320,3 +320,57 @@ fn the_readme_quickstart_keeps_serving_until_interrupted() {
     assert!(status.success(), "{err}");
     assert!(err.contains("stopped; the event log is flushed and synced"), "{err}");
 }
+
+#[test]
+fn keys_are_created_listed_revoked_and_guard_the_served_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    ok(root, &["init", "."]);
+    // Beyond loopback without a key: refused, naming the way out.
+    let out = cascade(root, &["serve", "--addr", "0.0.0.0:0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure") && stderr.contains("cascade keys create"), "{stderr}");
+
+    let created: serde_json::Value =
+        serde_json::from_str(&ok(root, &["keys", "create", "--name", "etl", "--scope", "ingest,read", "--json"]))
+            .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert_eq!(created["scopes"], serde_json::json!(["ingest", "read"]));
+    let plain = ok(root, &["keys", "create", "--name", "web", "--scope", "serve"]);
+    assert!(plain.trim().starts_with("csk_"), "the token alone on stdout: {plain}");
+    let bad = cascade(root, &["keys", "create", "--name", "x", "--scope", "root"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope `root`"));
+
+    let listed: serde_json::Value = serde_json::from_str(&ok(root, &["keys", "list", "--json"])).unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["etl", "web"]);
+    assert!(!ok(root, &["keys", "list"]).contains(&token), "tokens are never listed");
+    let stored = std::fs::read_to_string(root.join("data/keys.json")).unwrap();
+    assert!(!stored.contains(&token), "tokens are never stored");
+
+    let server = crate::serve(root, &[]);
+    let url = server.url.clone();
+    let body = r#"[{"id":"a","type":"like","ts":"2024-01-01T00:00:00Z","user":"u","item":"i"}]"#;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let post = |key: Option<&str>| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{url}/v1/events"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            r = r.bearer_auth(key);
+        }
+        rt.block_on(async { r.send().await.unwrap().status().as_u16() })
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some(plain.trim())), 403, "a serve key cannot ingest");
+    assert_eq!(post(Some(&token)), 200);
+    ok(root, &["keys", "revoke", "etl"]);
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        post(Some(&token)) == 401
+    });
+    assert!(refused, "the revoked key still ingests");
+    server.stop();
+}

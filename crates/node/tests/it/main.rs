@@ -3,6 +3,7 @@
 
 mod catalogue;
 mod features;
+mod guard;
 mod ingest;
 mod ops;
 mod recommend;
