@@ -77,6 +77,77 @@ pub struct LoadArgs {
     /// `mean_candidates` (null when no sampled answer carried the field).
     #[arg(long)]
     json: bool,
+    /// The server's process id: its resident memory and thread count are sampled before the
+    /// first rate, throughout (the peak), and --settle after the last rate.
+    #[arg(long)]
+    watch_pid: Option<u32>,
+    /// With --watch-pid: how long after the last rate to wait before the "after" sample.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    settle: Duration,
+}
+
+/// A process's resident memory (MiB) and threads, from /proc/PID/status.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct ProcessSample {
+    rss_mib: f64,
+    threads: u64,
+}
+
+impl ProcessSample {
+    fn read(pid: u32) -> Result<ProcessSample> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("reading /proc/{pid}/status (--watch-pid)"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        };
+        Ok(ProcessSample {
+            rss_mib: field("VmRSS:").unwrap_or(0) as f64 / 1024.0,
+            threads: field("Threads:").unwrap_or(0),
+        })
+    }
+
+    fn max(self, other: ProcessSample) -> ProcessSample {
+        ProcessSample { rss_mib: self.rss_mib.max(other.rss_mib), threads: self.threads.max(other.threads) }
+    }
+}
+
+/// Samples `pid` every 100 ms on its own thread until dropped; the peak so far.
+struct Watcher {
+    peak: Arc<std::sync::Mutex<ProcessSample>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watcher {
+    fn start(pid: u32) -> Watcher {
+        let (peak, stop) = (
+            Arc::new(std::sync::Mutex::new(ProcessSample::default())),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(now) = ProcessSample::read(pid) {
+                    let mut peak = p.lock().unwrap();
+                    *peak = peak.max(now);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Watcher { peak, stop }
+    }
+
+    fn peak(&self) -> ProcessSample {
+        *self.peak.lock().unwrap()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -159,6 +230,8 @@ pub fn run(args: &LoadArgs) -> Result<()> {
             "cands"
         );
     }
+    let before = args.watch_pid.map(ProcessSample::read).transpose()?;
+    let watcher = args.watch_pid.map(Watcher::start);
     let mut reports = measure(plan, &args.rates, |r| {
         if let Some(e) = &r.first_error {
             eprintln!("at {}/s, first error: {e}", fmt_rate(r.offered_rps));
@@ -184,6 +257,23 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         eprintln!("{summary}");
     } else {
         println!("{summary}");
+    }
+    if let (Some(pid), Some(before), Some(watcher)) = (args.watch_pid, before, watcher) {
+        let peak = watcher.peak();
+        eprintln!("waiting {} for the server to settle ...", fmt_duration(args.settle));
+        std::thread::sleep(args.settle);
+        let after = ProcessSample::read(pid)?;
+        let line = format!(
+            "server pid {pid}: RSS {:.0} MiB before, {:.0} MiB peak, {:.0} MiB {} after; threads {} before, {} peak, {} after",
+            before.rss_mib,
+            peak.rss_mib,
+            after.rss_mib,
+            fmt_duration(args.settle),
+            before.threads,
+            peak.threads,
+            after.threads
+        );
+        if args.json { eprintln!("{line}") } else { println!("{line}") }
     }
     Ok(())
 }

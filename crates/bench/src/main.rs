@@ -10,6 +10,7 @@
 
 mod features_online;
 mod features_pit;
+mod idle;
 mod loadgen;
 mod project;
 mod requests;
@@ -87,6 +88,14 @@ enum BenchCommand {
     /// Example: cascade-bench load --url http://127.0.0.1:8080/v1/recommendations --body-file
     /// warm.ndjson --rates 100,200,500,1000 --duration 20s --warmup 3s --connections 64
     Load(loadgen::LoadArgs),
+    /// Slow-loris pressure: --connections held open with half a request line sent (reopened
+    /// whenever the server closes one) while the liveness probe and a recommendation are timed
+    /// on fresh connections every --every.
+    ///
+    /// Raise the descriptor limit first (`ulimit -n 30000`, for this and for the server).
+    ///
+    /// Example: cascade-bench idle --addr 127.0.0.1:8080 --connections 20000 --hold 30s
+    Idle(idle::IdleArgs),
     /// Write a request mix for `load --body-file` from a project's event log: --warm users (whose
     /// history reaches the cold-start threshold) or --uniform users (all of them).
     ///
@@ -119,6 +128,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         BenchCommand::Ingest(args) => ingest(&args),
         BenchCommand::Load(args) => loadgen::run(&args),
+        BenchCommand::Idle(args) => idle::run(&args),
         BenchCommand::Requests(args) => requests::run(&args),
         BenchCommand::FeaturesOnline(args) => features_online::run(&args),
         BenchCommand::FeaturesPit(args) => features_pit::run(&args),
