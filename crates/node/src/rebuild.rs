@@ -42,11 +42,8 @@ pub async fn rebuild_features(
     let mut offline_rows_removed = 0;
     if let Some(report) = &quarantine {
         let root = store.dir().join("offline").join("events");
-        offline_rows_removed = cascade_features::offline::purge(
-            &root,
-            report.rule.below_offset,
-            Timestamp(report.rule.after_ms),
-        )?;
+        offline_rows_removed =
+            cascade_features::offline::purge(&root, report.rule.below_offset, Timestamp(report.rule.after_ms))?;
     }
     let online = OnlineStore::open(&features_store, store.dir(), set).await?;
     online.clear().await?;

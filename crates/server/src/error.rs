@@ -30,13 +30,13 @@ impl ApiError {
         let n = problems.len();
         ApiError::new(
             ErrorCode::TimeAhead,
-            format!("{n} time{} past the server clock's horizon{first}; nothing was written", if n == 1 { "" } else { "s" }),
+            format!(
+                "{n} time{} past the server clock's horizon{first}; nothing was written",
+                if n == 1 { "" } else { "s" }
+            ),
         )
         .with_details(
-            problems
-                .into_iter()
-                .map(|(index, e)| FieldProblem { index, field: e.field, reason: e.reason })
-                .collect(),
+            problems.into_iter().map(|(index, e)| FieldProblem { index, field: e.field, reason: e.reason }).collect(),
         )
     }
 }

@@ -23,7 +23,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-fn tx(ts: Value, user: &str) -> Value {
+fn tx(ts: &Value, user: &str) -> Value {
     json!({"type": "transaction", "ts": ts, "user": user, "fields": {"amount": 1.0, "currency": "EUR"}})
 }
 
@@ -52,26 +52,29 @@ fn config() -> Config {
 async fn an_event_dated_9999_is_refused_and_windowed_features_keep_counting_real_ones() {
     let s = TestServer::with_config(config()).await;
     let t = now_ms();
-    let (status, got) = s.post_events(&json!([tx(json!(t - 1_000), "u1"), tx(json!(Y9999), "u1")])).await;
+    let (status, got) = s.post_events(&json!([tx(&json!(t - 1_000), "u1"), tx(&json!(Y9999), "u1")])).await;
     assert_eq!((status, got["error"]["code"].as_str()), (400, Some("time_ahead")), "{got}");
     let detail = &got["error"]["details"][0];
     assert_eq!((&detail["index"], &detail["field"]), (&json!(1), &json!("ts")), "{got}");
     let reason = detail["reason"].as_str().unwrap();
-    assert!(reason.contains("years past the server clock") && reason.contains("log.max_event_ahead = 1day"), "{reason}");
+    assert!(
+        reason.contains("years past the server clock") && reason.contains("log.max_event_ahead = 1day"),
+        "{reason}"
+    );
     // Schema problems come first: the same batch with an invalid event is `invalid_events`.
-    let bad = json!([tx(json!(Y9999), "u1"), {"type": "transaction", "ts": t, "user": "u1"}]);
+    let bad = json!([tx(&json!(Y9999), "u1"), {"type": "transaction", "ts": t, "user": "u1"}]);
     let (status, got) = s.post_events(&bad).await;
     assert_eq!((status, got["error"]["code"].as_str()), (400, Some("invalid_events")), "{got}");
     assert_eq!(s.log_len(), 0, "nothing of a refused batch is written");
 
-    let real = json!([tx(json!(t - 60_000), "u1"), tx(json!(t - 1_000), "u1")]);
+    let real = json!([tx(&json!(t - 60_000), "u1"), tx(&json!(t - 1_000), "u1")]);
     assert_eq!(s.post_events(&real).await.0, 200);
     assert_eq!(tx_1h(&s, "u1", 2).await, json!(2), "the watermark did not move to 9999");
 
     // After a restart too (the state is rebuilt from the checkpoint and the log).
     let dir = s.stop().await;
     let s = TestServer::with_dir(config(), dir).await;
-    assert_eq!(s.post_events(&json!([tx(json!(now_ms()), "u1")])).await.0, 200);
+    assert_eq!(s.post_events(&json!([tx(&json!(now_ms()), "u1")])).await.0, 200);
     assert_eq!(tx_1h(&s, "u1", 3).await, json!(3));
     s.stop().await;
 }
@@ -79,7 +82,9 @@ async fn an_event_dated_9999_is_refused_and_windowed_features_keep_counting_real
 #[tokio::test]
 async fn empty_batches_and_catalogue_times_past_the_horizon_are_refused() {
     let s = TestServer::with_config(config()).await;
-    for (content_type, body) in [("application/json", "[]"), ("application/json", ""), ("application/x-ndjson", "\n \n")] {
+    for (content_type, body) in
+        [("application/json", "[]"), ("application/json", ""), ("application/x-ndjson", "\n \n")]
+    {
         let (status, got) = s.post_raw("/v1/events", content_type, body).await;
         assert_eq!((status, got["error"]["code"].as_str()), (400, Some("empty_batch")), "{body:?} -> {got}");
     }
@@ -141,7 +146,7 @@ async fn a_poisoned_log_is_recovered_by_a_rebuild_with_a_quarantine() {
     // A server ran on it (its feature checkpoint may hold the poisoned watermark) and accepted
     // a real event meanwhile.
     let s = TestServer::with_dir(config(), dir).await;
-    assert_eq!(s.post_events(&json!([tx(json!(t - 30_000), "u2")])).await.0, 200);
+    assert_eq!(s.post_events(&json!([tx(&json!(t - 30_000), "u2")])).await.0, 200);
     let dir = s.stop().await;
 
     {
@@ -155,8 +160,7 @@ async fn a_poisoned_log_is_recovered_by_a_rebuild_with_a_quarantine() {
     let s = TestServer::with_dir(config(), dir).await;
     assert_eq!(tx_1h(&s, "u1", 2).await, json!(2), "the real events count once the 9999 one is hidden");
     assert_eq!(tx_1h(&s, "u2", 1).await, json!(1));
-    assert_eq!(s.post_events(&json!([tx(json!(now_ms()), "u1")])).await.0, 200);
+    assert_eq!(s.post_events(&json!([tx(&json!(now_ms()), "u1")])).await.0, 200);
     assert_eq!(tx_1h(&s, "u1", 3).await, json!(3), "a new event after the rebuild counts too");
     s.stop().await;
 }
-
