@@ -16,6 +16,13 @@ pub enum ErrorCode {
     MalformedJson,
     /// One or more events failed validation; `details` lists each index, field and reason.
     InvalidEvents,
+    /// `POST /v1/events` carried no event (`[]`, an empty body, blank NDJSON); nothing happened.
+    EmptyBatch,
+    /// A time lies further past the server's clock than `log.max_event_ahead` allows: an
+    /// event's `ts`, an item's or user's `updated_at` or `created_at`, a request's
+    /// `context.time`. `details` names each index (for batches), field, and how far ahead it is.
+    /// Nothing was written.
+    TimeAhead,
     /// An item upsert failed validation.
     InvalidItem,
     /// A user upsert failed validation.

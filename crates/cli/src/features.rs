@@ -21,6 +21,20 @@ pub enum FeaturesCommand {
     /// (features_store.vector_log_sample_rate) by replaying exactly the log prefix each one's
     /// state reflected, and report every value that differs. Exits non-zero on any mismatch.
     Audit(AuditArgs),
+    /// Rebuild the online feature state (embedded checkpoint or Redis) from the event log. With
+    /// --exclude-after, first quarantine the records stored so far that are dated after that
+    /// time (an event in year 9999 accepted before the time horizon existed): every reader of
+    /// the log (features, serving, training, the offline export) skips them from then on, and
+    /// they are removed from the offline store. Stop `cascade serve` first; start it after.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// Quarantine records stored so far dated after this time (RFC 3339 or integer ms), e.g.
+    /// the time the bad records were noticed.
+    #[arg(long, value_parser = parse_ts)]
+    exclude_after: Option<Timestamp>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +84,7 @@ pub fn run(config: Option<&Path>, cmd: &FeaturesCommand) -> Result<()> {
     match cmd {
         FeaturesCommand::TrainingSet(args) => training_set_cmd(project, args),
         FeaturesCommand::Audit(args) => audit_cmd(project, args),
+        FeaturesCommand::Rebuild(args) => rebuild_cmd(project, args),
         FeaturesCommand::Export(args) => {
             let root = project.data_dir().join("offline").join("events");
             let store = crate::open_store(project)?;
@@ -83,6 +98,27 @@ pub fn run(config: Option<&Path>, cmd: &FeaturesCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn rebuild_cmd(project: &Project, args: &RebuildArgs) -> Result<()> {
+    // Writable: refused (the directory is locked) while `cascade serve` runs.
+    let store = crate::open_store(project)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(cascade_node::rebuild_features(&project.config, &store, args.exclude_after))?;
+    store.close()?;
+    if let Some(q) = &report.quarantine {
+        println!(
+            "quarantined records stored below offset {} dated after {}: {} retained records are now hidden \
+             (rules in {})",
+            q.rule.below_offset,
+            q.rule.after,
+            q.hidden,
+            project.data_dir().join(cascade_store::QUARANTINE_FILE).display()
+        );
+        println!("removed {} rows from the offline store", report.offline_rows_removed);
+    }
+    println!("rebuilt the feature state from {} log records (through offset {})", report.applied, report.next_offset);
+    Ok(())
 }
 
 fn training_set_cmd(project: &Project, args: &TrainingSetArgs) -> Result<()> {

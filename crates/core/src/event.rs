@@ -54,6 +54,25 @@ pub enum Record {
 }
 
 impl Record {
+    /// The record's times with their field names: an event's `ts`; an item's `updated_at` and
+    /// `created_at`; a user's `updated_at`. What the time horizon and a quarantine look at.
+    pub fn times(&self) -> Vec<(&'static str, Timestamp)> {
+        match self {
+            Record::Event(e) => vec![("ts", e.ts)],
+            Record::Item(i) => {
+                let mut times = vec![("updated_at", i.updated_at)];
+                times.extend(i.created_at.map(|t| ("created_at", t)));
+                times
+            }
+            Record::User(u) => vec![("updated_at", u.updated_at)],
+        }
+    }
+
+    /// The latest of [`Record::times`].
+    pub fn latest_time(&self) -> Timestamp {
+        self.times().into_iter().map(|(_, t)| t).max().unwrap_or(Timestamp(i64::MIN))
+    }
+
     /// The client idempotency key, if any. Catalogue upserts have none: the latest write wins.
     pub fn idempotency_key(&self) -> Option<&str> {
         match self {

@@ -184,6 +184,53 @@ pub fn read(path: &Path) -> Result<Vec<RecordBatch>> {
     Ok(ParquetRecordBatchReaderBuilder::try_new(file)?.build()?.collect::<Result<_, _>>()?)
 }
 
+/// Removes the rows of events stored below `below` and dated after `after` (what a quarantine
+/// rule of the store hides, `Store::quarantine`), rewriting each day that held some as one part
+/// (like [`compact`]; an interruption leaves either the old parts or the new one, and running it
+/// again finishes the job). Only days from `after`'s on are read. Returns the rows removed.
+pub fn purge(root: &Path, below: u64, after: Timestamp) -> Result<usize> {
+    let first_day = day_dir(root, after.0);
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(0) };
+    let mut removed = 0;
+    for entry in entries {
+        let dir = entry.map_err(FeatureError::io(root))?.path();
+        // `day=YYYY-MM-DD` sorts by date: earlier days hold nothing dated after `after`.
+        if !dir.is_dir() || dir.file_name() < first_day.file_name() {
+            continue;
+        }
+        let parts = parts(&dir)?;
+        let mut batches = Vec::new();
+        for (_, _, p) in &parts {
+            batches.extend(read(p)?);
+        }
+        let all = arrow_select::concat::concat_batches(&schema(), &batches)?;
+        let ts = all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ts column");
+        let off = all.column(0).as_any().downcast_ref::<Int64Array>().expect("offset column");
+        let keep: arrow_array::BooleanArray =
+            (0..all.num_rows()).map(|i| Some(!(off.value(i) < below as i64 && ts.value(i) > after.0))).collect();
+        let kept = arrow_select::filter::filter_record_batch(&all, &keep)?;
+        if kept.num_rows() == all.num_rows() {
+            continue;
+        }
+        removed += all.num_rows() - kept.num_rows();
+        let mut merged = None;
+        if kept.num_rows() > 0 {
+            let (first, last) =
+                (parts.iter().map(|p| p.0).min().unwrap_or(0), parts.iter().map(|p| p.1).max().unwrap_or(0));
+            let path = dir.join(format!("part-{first:020}-{last:020}.parquet"));
+            write(&path, &kept)?;
+            merged = Some(path);
+        }
+        for (_, _, p) in parts.iter().filter(|(_, _, p)| Some(p) != merged.as_ref()) {
+            std::fs::remove_file(p).map_err(FeatureError::io(&p))?;
+        }
+        if merged.is_none() {
+            std::fs::remove_dir(&dir).map_err(FeatureError::io(&dir))?;
+        }
+    }
+    Ok(removed)
+}
+
 /// Merges every day with more than one part into one part; returns (days compacted, parts merged).
 pub fn compact(root: &Path) -> Result<(usize, usize)> {
     compact_where(root, |_, parts| parts > 1)

@@ -70,6 +70,12 @@ impl OnlineEngine {
         self.next_offset = 0;
     }
 
+    /// Moves past records the store's quarantine hid (never backwards): everything below
+    /// `offset` is then in the state.
+    pub fn skip_to(&mut self, offset: u64) {
+        self.next_offset = self.next_offset.max(offset);
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -84,8 +90,8 @@ impl OnlineEngine {
         Ok(())
     }
 
-    /// Applies records read from the log (as [`Store::read_from`] yields them) from
-    /// [`OnlineEngine::next_offset`] on. Returns how many were applied.
+    /// Applies records read from the log (as [`Store::read_from`] yields them, skipping what the
+    /// quarantine hides) from [`OnlineEngine::next_offset`] on. Returns how many were applied.
     pub fn catch_up<I>(&mut self, records: I) -> Result<usize>
     where
         I: IntoIterator<Item = cascade_store::Result<(u64, Record)>>,
@@ -93,6 +99,8 @@ impl OnlineEngine {
         let mut n = 0;
         for entry in records {
             let (offset, record) = entry?;
+            // A reader skips the records the store's quarantine hides: move past them.
+            self.skip_to(offset);
             self.apply(offset, &record)?;
             n += 1;
         }
@@ -112,7 +120,11 @@ impl OnlineEngine {
             }
             self.verified = true;
         }
-        self.catch_up(store.read_from(self.next_offset).take(max))
+        let mut reader = store.read_from(self.next_offset);
+        let n = self.catch_up(reader.by_ref().take(max))?;
+        // Past hidden records the reader passed over after the last one it yielded.
+        self.skip_to(reader.position());
+        Ok(n)
     }
 
     /// Sweeps expired keys, then writes the state and its offset atomically (temporary file,

@@ -204,18 +204,35 @@ impl OnlineStore {
         Ok(true)
     }
 
-    /// Applies log records in offset order; the first must be at [`OnlineStore::next_offset`].
-    /// With Redis the batch is applied atomically (all of it or none).
+    /// Applies log records in offset order; the first must be at [`OnlineStore::next_offset`]
+    /// and the rest follow without gaps. With Redis the batch is applied atomically (all of it
+    /// or none).
     pub async fn apply(&self, records: &[(u64, Record)]) -> Result<()> {
+        let first = self.next_offset();
+        if let Some(i) = records.iter().enumerate().position(|(i, (o, _))| *o != first + i as u64) {
+            return Err(FeatureError::OffsetGap { expected: first + i as u64, got: records[i].0 });
+        }
+        self.apply_through(records, first + records.len() as u64).await
+    }
+
+    /// Applies what a reader of the log yielded from [`OnlineStore::next_offset`] up to
+    /// `through` (exclusive; the reader's position): records the store's quarantine hides are
+    /// absent, so offsets may skip inside that range, and the state moves to `through` even when
+    /// the last records (or all of them) were hidden. Offsets outside the range, or out of
+    /// order, are an error.
+    pub async fn apply_through(&self, records: &[(u64, Record)], through: u64) -> Result<()> {
         match &self.backend {
             Backend::Embedded(e) => {
                 let mut online = e.online.write();
+                check_range(online.next_offset(), records, through)?;
                 for (offset, record) in records {
+                    online.skip_to(*offset);
                     online.apply(*offset, record)?;
                 }
+                online.skip_to(through);
                 Ok(())
             }
-            Backend::Redis(r) => r.apply(&self.set, records).await,
+            Backend::Redis(r) => r.apply(&self.set, records, through).await,
         }
     }
 
@@ -406,6 +423,22 @@ impl OnlineStore {
     }
 }
 
+/// Checks that `records` lie in `[next, through)` in increasing offset order (gaps allowed:
+/// records the store's quarantine hides).
+fn check_range(next: u64, records: &[(u64, Record)], through: u64) -> Result<()> {
+    let mut expected = next;
+    for (offset, _) in records {
+        if *offset < expected || *offset >= through {
+            return Err(FeatureError::OffsetGap { expected, got: *offset });
+        }
+        expected = offset + 1;
+    }
+    if through < expected {
+        return Err(FeatureError::OffsetGap { expected, got: through });
+    }
+    Ok(())
+}
+
 /// Which views a read touches and each row's key in each of them.
 struct ReadPlan {
     /// (view index, [(column, feature index)]) per view with a selected feature.
@@ -542,15 +575,11 @@ impl Redis {
         Ok(())
     }
 
-    async fn apply(&self, set: &FeatureSet, records: &[(u64, Record)]) -> Result<()> {
+    async fn apply(&self, set: &FeatureSet, records: &[(u64, Record)], through: u64) -> Result<()> {
         let mut admission = self.admission.lock().await;
         let first = self.next_offset.load(Ordering::Relaxed);
-        for (i, (offset, _)) in records.iter().enumerate() {
-            if *offset != first + i as u64 {
-                return Err(FeatureError::OffsetGap { expected: first + i as u64, got: *offset });
-            }
-        }
-        if records.is_empty() {
+        check_range(first, records, through)?;
+        if through == first {
             return Ok(());
         }
         // Admission in log order, exactly as the embedded engine does it, on a copy that only
@@ -596,7 +625,7 @@ impl Redis {
                 horizon,
             );
         }
-        let next = first + records.len() as u64;
+        let next = through;
         let mut pipe = redis::pipe();
         pipe.atomic();
         for ((vi, key), state) in slot_keys.iter().zip(&states) {

@@ -14,9 +14,16 @@ pub trait LogConsumer: Send + Sync + 'static {
     /// The next offset this consumer needs (its position; where a restart resumes).
     fn next_offset(&self) -> u64;
 
-    /// Applies `batch` (consecutive records from [`LogConsumer::next_offset`]); on error the
-    /// same records are offered again after a backoff.
-    fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Applies `batch`, the records read from [`LogConsumer::next_offset`] up to `through`
+    /// (exclusive): consecutive, except where the store's quarantine hid records, which are
+    /// absent. Afterwards the consumer's position is `through`, even when the batch is empty
+    /// because everything read was hidden. On error the same records are offered again after a
+    /// backoff.
+    fn apply(
+        self: Arc<Self>,
+        batch: Vec<(u64, Record)>,
+        through: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Makes the position durable (every [`ConsumerOptions::checkpoint`], and once when the node
     /// stops). Consumers whose state lives only in memory have nothing to do.
@@ -49,15 +56,17 @@ async fn step<C: LogConsumer>(
 ) -> Result<bool, String> {
     let next = consumer.next_offset();
     let reader = store.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        reader.read_from(next).take(batch).collect::<cascade_store::Result<Vec<(u64, Record)>>>()
+    let (records, through) = tokio::task::spawn_blocking(move || {
+        let mut reader = reader.read_from(next);
+        let records = reader.by_ref().take(batch).collect::<cascade_store::Result<Vec<(u64, Record)>>>()?;
+        Ok::<_, cascade_store::Error>((records, reader.position()))
     })
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("reading the log from offset {next}: {e}"))?;
     let full = records.len() == batch;
-    if !records.is_empty() {
-        consumer.clone().apply(records).await?;
+    if !records.is_empty() || through > next {
+        consumer.clone().apply(records, through).await?;
     }
     if let Ok(stats) = store.log_stats() {
         let behind = stats.next_offset.saturating_sub(consumer.next_offset());
@@ -111,6 +120,7 @@ mod tests {
         next: AtomicU64,
         failures_left: AtomicU32,
         checkpoints: AtomicU32,
+        applied: AtomicU64,
     }
 
     impl LogConsumer for Counter {
@@ -118,13 +128,14 @@ mod tests {
             self.next.load(Ordering::SeqCst)
         }
 
-        async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>) -> Result<(), String> {
+        async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>, through: u64) -> Result<(), String> {
             if self.failures_left.load(Ordering::SeqCst) > 0 {
                 self.failures_left.fetch_sub(1, Ordering::SeqCst);
                 return Err("not yet".into());
             }
-            assert_eq!(batch[0].0, self.next_offset(), "batches start where the consumer is");
-            self.next.store(batch.last().unwrap().0 + 1, Ordering::SeqCst);
+            assert!(batch.iter().all(|(o, _)| (self.next_offset()..through).contains(o)), "within the range read");
+            self.applied.fetch_add(batch.len() as u64, Ordering::SeqCst);
+            self.next.store(through, Ordering::SeqCst);
             Ok(())
         }
 
@@ -172,5 +183,36 @@ mod tests {
         assert_eq!(health.failures, 2);
         supervisor.shutdown().await;
         assert!(consumer.checkpoints.load(Ordering::SeqCst) >= 1, "checkpointed when stopping");
+    }
+
+    /// Waits (bounded by iterations, not time) until `consumer` reaches `offset`.
+    async fn reach(consumer: &Counter, offset: u64) {
+        for _ in 0..4000 {
+            if consumer.next_offset() >= offset {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_passes_quarantined_records_even_at_the_end_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions { horizon: cascade_core::Horizon::UNBOUNDED, ..StoreOptions::default() };
+        let store = Arc::new(Store::open(dir.path(), options).unwrap());
+        // Two real records, then three dated far ahead: the log's last records are hidden.
+        store.append(&[event(1), event(2), event(1 << 50), event(1 << 50), event(1 << 50)]).await.unwrap();
+        store.quarantine(Timestamp(1 << 40)).unwrap();
+        let consumer = Arc::new(Counter::default());
+        let mut supervisor = Supervisor::new();
+        let options = ConsumerOptions { batch: 1000, poll: Duration::from_millis(1), checkpoint: None };
+        consume(&mut supervisor, "counter", store.clone(), consumer.clone(), options);
+        reach(&consumer, 5).await;
+        assert_eq!(consumer.next_offset(), 5, "the position reaches the log's end");
+        assert_eq!(consumer.applied.load(Ordering::SeqCst), 2, "hidden records are not applied");
+        store.append(&[event(3)]).await.unwrap();
+        reach(&consumer, 6).await;
+        assert_eq!((consumer.next_offset(), consumer.applied.load(Ordering::SeqCst)), (6, 3));
+        supervisor.shutdown().await;
     }
 }

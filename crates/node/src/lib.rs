@@ -20,9 +20,11 @@
 //! checkpointed, the log flushed and synced. Nothing else in Cascade spawns long-running work.
 
 mod consumer;
+mod rebuild;
 mod supervisor;
 
 pub use consumer::{ConsumerOptions, LogConsumer, consume};
+pub use rebuild::{RebuildReport, rebuild_features};
 pub use supervisor::{HealthHandle, JobHealth, RoundResult, StopSignal, Supervisor};
 
 use cascade_core::{Clock, Config, ErrorKind, Record, SystemClock};
@@ -114,9 +116,14 @@ impl LogConsumer for LiveView {
         self.0.next_offset()
     }
 
-    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>) -> Result<(), String> {
+    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>, through: u64) -> Result<(), String> {
         let live = self.0.clone();
-        tokio::task::spawn_blocking(move || live.apply(&batch)).await.map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || {
+            live.apply(&batch);
+            live.skip_to(through);
+        })
+        .await
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -131,8 +138,8 @@ impl LogConsumer for FeatureTail {
         self.features.store().next_offset()
     }
 
-    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>) -> Result<(), String> {
-        self.features.store().apply(&batch).await.map_err(|e| e.to_string())
+    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>, through: u64) -> Result<(), String> {
+        self.features.store().apply_through(&batch, through).await.map_err(|e| e.to_string())
     }
 
     async fn checkpoint(self: Arc<Self>) {
@@ -192,6 +199,8 @@ impl Node {
             features: online.clone(),
             registry: store.dir().join("registry"),
             clock: clock.clone(),
+            // The log's own bound: a request may not be dated where its impressions could not be.
+            horizon: store.horizon(),
         };
         let recommender = Arc::new(Recommender::new(parts, pipelines, serving.default_pipeline.clone())?);
         let r = recommender.clone();

@@ -46,7 +46,7 @@ async fn write(state: &AppState, record: Record) -> Result<u64, ApiError> {
     request_body = cascade_api::ItemIn,
     responses(
         (status = 200, description = "Stored; the record as it now reads", body = Item),
-        (status = 400, description = "Invalid item; nothing was written", body = cascade_api::ErrorResponse),
+        (status = 400, description = "Invalid item (`invalid_item`) or `updated_at`/`created_at` past the horizon (`time_ahead`); nothing was written", body = cascade_api::ErrorResponse),
     ))]
 pub async fn put_item(
     State(state): State<AppState>,
@@ -60,7 +60,12 @@ pub async fn put_item(
             .with_details(problems(e))
     })?;
     let dto = item_dto(&item, None);
-    let offset = write(&state, Record::Item(item)).await?;
+    let record = Record::Item(item);
+    let ahead = state.store.horizon().check_record(&record, state.clock.now());
+    if !ahead.is_empty() {
+        return Err(ApiError::time_ahead(ahead.into_iter().map(|e| (None, e)).collect()));
+    }
+    let offset = write(&state, record).await?;
     Ok(Json(Item { offset: Some(offset), ..dto }))
 }
 
@@ -81,7 +86,7 @@ pub async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> 
     request_body = cascade_api::UserIn,
     responses(
         (status = 200, description = "Stored; the record as it now reads", body = User),
-        (status = 400, description = "Invalid user; nothing was written", body = cascade_api::ErrorResponse),
+        (status = 400, description = "Invalid user (`invalid_user`) or `updated_at` past the horizon (`time_ahead`); nothing was written", body = cascade_api::ErrorResponse),
     ))]
 pub async fn put_user(
     State(state): State<AppState>,
@@ -95,7 +100,12 @@ pub async fn put_user(
             .with_details(problems(e))
     })?;
     let dto = user_dto(&user, None);
-    let offset = write(&state, Record::User(user)).await?;
+    let record = Record::User(user);
+    let ahead = state.store.horizon().check_record(&record, state.clock.now());
+    if !ahead.is_empty() {
+        return Err(ApiError::time_ahead(ahead.into_iter().map(|e| (None, e)).collect()));
+    }
+    let offset = write(&state, record).await?;
     Ok(Json(User { offset: Some(offset), ..dto }))
 }
 

@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cascade_api::{ErrorBody, ErrorCode, ErrorResponse, FieldProblem};
-use cascade_core::ErrorKind;
+use cascade_core::{ErrorKind, FieldError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -22,6 +22,23 @@ impl ApiError {
         self.details = details;
         self
     }
+
+    /// `time_ahead`: `problems` (index in the batch, when a batch; field and reason) lie past
+    /// the time horizon.
+    pub fn time_ahead(problems: Vec<(Option<usize>, FieldError)>) -> Self {
+        let first = problems.first().map_or(String::new(), |(_, e)| format!(": {} {}", e.field, e.reason));
+        let n = problems.len();
+        ApiError::new(
+            ErrorCode::TimeAhead,
+            format!(
+                "{n} time{} past the server clock's horizon{first}; nothing was written",
+                if n == 1 { "" } else { "s" }
+            ),
+        )
+        .with_details(
+            problems.into_iter().map(|(index, e)| FieldProblem { index, field: e.field, reason: e.reason }).collect(),
+        )
+    }
 }
 
 /// Every code has exactly one status; no wildcard, so a new code forces a decision here.
@@ -29,6 +46,8 @@ fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::MalformedJson
         | ErrorCode::InvalidEvents
+        | ErrorCode::EmptyBatch
+        | ErrorCode::TimeAhead
         | ErrorCode::InvalidItem
         | ErrorCode::InvalidUser
         | ErrorCode::UnknownFeature
@@ -75,6 +94,11 @@ fn by_kind(kind: ErrorKind, e: &dyn std::fmt::Display) -> ApiError {
 
 impl From<cascade_store::Error> for ApiError {
     fn from(e: cascade_store::Error) -> Self {
+        // Handlers check the horizon before appending; the store's own check (its clock may
+        // have moved on) still answers with the same code.
+        if let cascade_store::Error::TimeAhead(problems) = e {
+            return ApiError::time_ahead(problems.into_iter().map(|(i, p)| (Some(i), p)).collect());
+        }
         let code = match e.kind() {
             ErrorKind::Unavailable => ErrorCode::StoreUnavailable,
             kind @ (ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Conflict | ErrorKind::Internal) => {
@@ -96,6 +120,7 @@ impl From<cascade_serving::Error> for ApiError {
                 ApiError::new(ErrorCode::InvalidRecommendationRequest, e.to_string())
                     .with_details(vec![problem(field, reason)])
             }
+            E::TimeAhead { field, reason } => ApiError::time_ahead(vec![(None, FieldError::new(field, reason))]),
             E::UnknownPipeline { .. } => ApiError::new(ErrorCode::UnknownPipeline, e.to_string())
                 .with_details(vec![problem("pipeline", "not configured")]),
             E::ItemNotFound(_) => ApiError::new(ErrorCode::ItemNotFound, e.to_string()),

@@ -44,7 +44,7 @@ pub fn parse_batch(headers: &HeaderMap, body: &[u8]) -> Result<Vec<serde_json::V
         content_type = "application/json"),
     responses(
         (status = 200, description = "Every event is stored (or was stored before, see `duplicates`)", body = IngestResponse),
-        (status = 400, description = "Malformed body or invalid events; nothing was written", body = cascade_api::ErrorResponse),
+        (status = 400, description = "Malformed body (`malformed_json`), no events (`empty_batch`), invalid events (`invalid_events`, checked first) or times past the horizon (`time_ahead`); nothing was written", body = cascade_api::ErrorResponse),
         (status = 413, description = "Too many events or too many bytes; nothing was written", body = cascade_api::ErrorResponse),
         (status = 503, description = "The event log cannot take writes", body = cascade_api::ErrorResponse),
     )
@@ -56,6 +56,10 @@ pub async fn post_events(
 ) -> Result<Json<IngestResponse>, ApiError> {
     let body = body::bytes(body)?;
     let values = parse_batch(&headers, &body)?;
+    if values.is_empty() {
+        // Nothing to store: a client that sends nothing most likely lost its batch on the way.
+        return Err(ApiError::new(ErrorCode::EmptyBatch, "the request carries no events; send at least one"));
+    }
     let max = state.server.max_batch_events;
     if values.len() > max {
         return Err(ApiError::new(
@@ -83,6 +87,13 @@ pub async fn post_events(
             format!("{bad} of {} events are invalid; nothing was written", values.len()),
         )
         .with_details(problems));
+    }
+    // Schema problems first, then time: an event dated past the horizon would move every
+    // watermark derived from the log (features, lateness) to its date.
+    let ahead = state.store.horizon().check_batch(&records, state.clock.now());
+    if !ahead.is_empty() {
+        metrics::counter!("cascade_events_rejected_total").increment(values.len() as u64);
+        return Err(ApiError::time_ahead(ahead.into_iter().map(|(i, e)| (Some(i), e)).collect()));
     }
     let outcomes = state.store.append(&records).await?;
     let mut response = IngestResponse { accepted: 0, duplicates: Vec::new(), first_offset: None, last_offset: None };

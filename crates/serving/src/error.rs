@@ -6,6 +6,9 @@ pub enum Error {
     /// A request is well-formed but not valid; names the field.
     #[error("{field}: {reason}")]
     InvalidRequest { field: String, reason: String },
+    /// A request time past the time horizon (`log.max_event_ahead`); names the field.
+    #[error("{field}: {reason}")]
+    TimeAhead { field: String, reason: String },
     #[error("no pipeline `{name}` (configured: {})", configured.join(", "))]
     UnknownPipeline { name: String, configured: Vec<String> },
     #[error("no model or catalogue record knows item `{0}`")]
@@ -43,7 +46,10 @@ impl Error {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidRequest { .. } | Error::UnknownPipeline { .. } | Error::Config { .. } => ErrorKind::Invalid,
+            Error::InvalidRequest { .. }
+            | Error::TimeAhead { .. }
+            | Error::UnknownPipeline { .. }
+            | Error::Config { .. } => ErrorKind::Invalid,
             Error::ItemNotFound(_) => ErrorKind::NotFound,
             Error::Bundle(e) => e.kind(),
             Error::Registry(e) => e.kind(),

@@ -99,6 +99,11 @@ impl Live {
         self.next_offset.load(Ordering::Acquire)
     }
 
+    /// Moves the position past records the store's quarantine hid (never backwards).
+    pub fn skip_to(&self, offset: u64) {
+        self.next_offset.fetch_max(offset, Ordering::AcqRel);
+    }
+
     /// Applies records in offset order (records below [`Live::next_offset`] are skipped).
     pub fn apply(&self, records: &[(u64, Record)]) {
         let from = self.next_offset();

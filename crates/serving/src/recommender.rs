@@ -22,7 +22,7 @@ use cascade_api::{
     ServingPath, SimilarItem, SimilarResponse, SourceHit,
 };
 use cascade_bundle::{Candidate, Hit, LoadedBundle};
-use cascade_core::{Clock, Impression, Record, Timestamp};
+use cascade_core::{Clock, Horizon, Impression, Record, Timestamp};
 use cascade_features::OnlineStore;
 use cascade_models::AnyModel;
 use parking_lot::{Mutex, RwLock};
@@ -97,6 +97,9 @@ pub struct RecommenderParts {
     pub registry: PathBuf,
     /// Requests without `context.time` are served at this clock's now.
     pub clock: Arc<dyn Clock>,
+    /// A `context.time` past it is refused: the response's impressions would be dated there
+    /// and refused by the log. The node passes the log's own (`log.max_event_ahead`).
+    pub horizon: Horizon,
 }
 
 /// The serving side of a node: the bundle in service, the previous one, the pipelines, the live
@@ -113,6 +116,7 @@ pub struct Recommender {
     registry: PathBuf,
     impressions: Mutex<Option<tokio::sync::mpsc::Sender<Vec<Record>>>>,
     clock: Arc<dyn Clock>,
+    horizon: Horizon,
     #[cfg(feature = "testing")]
     faults: Faults,
     requests: AtomicU64,
@@ -160,6 +164,7 @@ impl Recommender {
             registry: parts.registry,
             impressions: Mutex::new(None),
             clock: parts.clock,
+            horizon: parts.horizon,
             #[cfg(feature = "testing")]
             faults: Faults::default(),
             requests: AtomicU64::new(0),
@@ -403,16 +408,20 @@ fn fallback(path: &mut ServingPath, reason: &str) {
     path.fallbacks.push(reason.to_string());
 }
 
-/// The request's instant: `context.time` (RFC 3339 or ms), or the clock's now.
-fn request_time(clock: &dyn Clock, context: &BTreeMap<String, serde_json::Value>) -> Result<i64> {
-    match context.get("time") {
-        None => Ok(clock.now().0),
-        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| invalid("context.time", "not an integer")),
-        Some(serde_json::Value::String(s)) => {
-            Timestamp::parse_rfc3339(s).map(|t| t.0).map_err(|e| invalid("context.time", format!("not RFC 3339: {e}")))
-        }
-        Some(_) => Err(invalid("context.time", "expected an RFC 3339 string or integer ms")),
-    }
+/// The request's instant: `context.time` (RFC 3339 or ms), or the clock's now; a time past
+/// `horizon` is refused.
+fn request_time(clock: &dyn Clock, horizon: Horizon, context: &BTreeMap<String, serde_json::Value>) -> Result<i64> {
+    let now = clock.now();
+    let t = match context.get("time") {
+        None => return Ok(now.0),
+        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| invalid("context.time", "not an integer"))?,
+        Some(serde_json::Value::String(s)) => Timestamp::parse_rfc3339(s)
+            .map(|t| t.0)
+            .map_err(|e| invalid("context.time", format!("not RFC 3339: {e}")))?,
+        Some(_) => return Err(invalid("context.time", "expected an RFC 3339 string or integer ms")),
+    };
+    horizon.check(Timestamp(t), now).map_err(|reason| Error::TimeAhead { field: "context.time".into(), reason })?;
+    Ok(t)
 }
 
 /// What the cascade produced before the response is shaped.
@@ -655,7 +664,7 @@ impl Recommender {
                 format!("must be within 1..={} (pipelines.{}.max_k)", pipeline.config.max_k, pipeline.name),
             ));
         }
-        let now = request_time(&*rec.clock, &request.context)?;
+        let now = request_time(&*rec.clock, rec.horizon, &request.context)?;
         let request_id = rec.request_id();
         let started = Instant::now();
         let mut out = cascade(rec, &pipeline, &request.user, &request.exclude, None, now).await;
@@ -788,7 +797,7 @@ impl Recommender {
         if let Some(dup) = request.items.iter().find(|i| !seen.insert(i.as_str())) {
             return Err(invalid("items", format!("`{dup}` is listed twice")));
         }
-        let now = request_time(&*rec.clock, &request.context)?;
+        let now = request_time(&*rec.clock, rec.horizon, &request.context)?;
         let request_id = rec.request_id();
         let out = cascade(rec, &pipeline, &request.user, &[], Some(&request.items), now).await;
         let mut items = Vec::with_capacity(request.items.len());
@@ -948,8 +957,13 @@ mod tests {
                 .unwrap(),
         );
         let live = Arc::new(Live::new(LiveConfig::default()));
-        let parts =
-            RecommenderParts { live: live.clone(), features, registry: PathBuf::new(), clock: Arc::new(SystemClock) };
+        let parts = RecommenderParts {
+            live: live.clone(),
+            features,
+            registry: PathBuf::new(),
+            clock: Arc::new(SystemClock),
+            horizon: Horizon::default(),
+        };
         let rec = Recommender::new(parts, Pipeline::from_tables(&BTreeMap::new()).unwrap(), "default".into()).unwrap();
         assert_eq!(rec.catching_up(), None, "an empty log at start: ready at once");
         rec.catch_up_to(3);
@@ -972,5 +986,21 @@ mod tests {
         assert_eq!(rec.catching_up(), Some((2, 3)));
         live.apply(&[event(2), event(3)]);
         assert_eq!(rec.catching_up(), None, "records written since start do not hold readiness back");
+    }
+
+    #[test]
+    fn a_request_time_past_the_horizon_is_refused_naming_the_field() {
+        let now = Timestamp(1_700_000_000_000);
+        let clock = cascade_core::ManualClock::new(now);
+        let context = |v: serde_json::Value| BTreeMap::from([("time".to_string(), v)]);
+        let horizon = Horizon::default();
+        assert_eq!(request_time(&clock, horizon, &BTreeMap::new()).unwrap(), now.0);
+        let in_a_day = context(serde_json::json!(now.0 + 86_400_000));
+        assert_eq!(request_time(&clock, horizon, &in_a_day).unwrap(), now.0 + 86_400_000);
+        let err = request_time(&clock, horizon, &context(serde_json::json!("9999-12-31T23:59:59Z"))).unwrap_err();
+        let Error::TimeAhead { field, reason } = &err else { panic!("{err}") };
+        assert_eq!(field, "context.time");
+        assert!(reason.contains("years past the server clock") && reason.contains("log.max_event_ahead"), "{reason}");
+        assert!(request_time(&clock, Horizon::UNBOUNDED, &context(serde_json::json!(i64::MAX))).is_ok());
     }
 }

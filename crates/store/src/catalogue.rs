@@ -7,7 +7,7 @@
 
 use crate::codec;
 use crate::error::{Error, Result};
-use cascade_core::{ItemRecord, Record, UserRecord};
+use cascade_core::{ItemRecord, Record, Timestamp, UserRecord};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
@@ -35,6 +35,15 @@ impl Catalogue {
             Record::User(user) => upsert(&mut self.users, offset, &user.id, user),
             Record::Event(_) => {}
         }
+    }
+
+    /// Forgets the records `hidden(offset, latest time)` says are quarantined; returns how many.
+    /// A replay of the retained log then restores each one's latest visible version.
+    pub fn forget(&mut self, hidden: impl Fn(u64, Timestamp) -> bool) -> usize {
+        let before = self.items.len() + self.users.len();
+        self.items.retain(|_, (o, r)| !hidden(*o, r.created_at.map_or(r.updated_at, |c| c.max(r.updated_at))));
+        self.users.retain(|_, (o, r)| !hidden(*o, r.updated_at));
+        before - self.items.len() - self.users.len()
     }
 
     /// The live item, or `None` if unknown or deleted.

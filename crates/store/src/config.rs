@@ -24,6 +24,10 @@ pub struct LogConfig {
     #[serde(with = "duration_str")]
     pub retention: Duration,
     pub retention_bytes: u64,
+    /// Records dated more than this past the clock are refused (zero: no bound); see
+    /// [`cascade_core::Horizon`].
+    #[serde(with = "duration_str")]
+    pub max_event_ahead: Duration,
 }
 
 impl Default for LogConfig {
@@ -34,6 +38,7 @@ impl Default for LogConfig {
             fsync_interval_ms: 100,
             retention: Duration::ZERO,
             retention_bytes: 0,
+            max_event_ahead: cascade_core::Horizon::default().max_ahead(),
         }
     }
 }
@@ -56,6 +61,11 @@ impl Section for LogConfig {
 }
 
 impl LogConfig {
+    /// The time horizon every append is held to (`max_event_ahead`).
+    pub fn horizon(&self) -> cascade_core::Horizon {
+        cascade_core::Horizon::new(self.max_event_ahead)
+    }
+
     /// `[log]` of `config`, typed and checked (errors name `log.<key>`).
     pub fn from_config(config: &Config) -> Result<LogConfig, ConfigError> {
         config.get()
@@ -86,5 +96,15 @@ mod tests {
         assert!(LogConfig::from_config(&config).unwrap_err().to_string().contains("log.segment_bytes"));
         let config = Config::from_toml("[log]\nfsync = \"interval\"\nfsync_interval_ms = 0\n", "f").unwrap();
         assert!(LogConfig::from_config(&config).unwrap_err().to_string().contains("log.fsync_interval_ms"));
+    }
+
+    #[test]
+    fn max_event_ahead_is_a_duration_and_zero_lifts_the_bound() {
+        let config = Config::from_toml("[log]\nmax_event_ahead = \"2h\"\n", "f").unwrap();
+        assert_eq!(LogConfig::from_config(&config).unwrap().max_event_ahead, Duration::from_secs(7200));
+        let config = Config::from_toml("[log]\nmax_event_ahead = \"0s\"\n", "f").unwrap();
+        assert_eq!(LogConfig::from_config(&config).unwrap().horizon(), cascade_core::Horizon::UNBOUNDED);
+        let config = Config::from_toml("[log]\nmax_event_ahead = 3\n", "f").unwrap();
+        assert!(LogConfig::from_config(&config).unwrap_err().to_string().contains("max_event_ahead"));
     }
 }

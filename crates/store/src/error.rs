@@ -1,4 +1,4 @@
-use cascade_core::ErrorKind;
+use cascade_core::{ErrorKind, FieldError};
 use std::path::{Path, PathBuf};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,6 +17,27 @@ pub enum Error {
     Closed,
     #[error("the event log failed and refuses writes until restarted: {0}")]
     Failed(String),
+    /// Records dated past the time horizon (`log.max_event_ahead`): (index in the batch, the
+    /// field and why). Nothing of the batch was written.
+    #[error("{}", describe_ahead(.0))]
+    TimeAhead(Vec<(usize, FieldError)>),
+    /// A quarantine could not be recorded (the store is read-only, or the time is not one).
+    #[error("quarantine: {0}")]
+    Quarantine(String),
+}
+
+fn describe_ahead(problems: &[(usize, FieldError)]) -> String {
+    let mut out = String::from("records dated past the time horizon; nothing was written: ");
+    for (n, (index, e)) in problems.iter().enumerate().take(3) {
+        if n > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&format!("record {index} `{}`: {}", e.field, e.reason));
+    }
+    if problems.len() > 3 {
+        out.push_str(&format!(" (and {} more)", problems.len() - 3));
+    }
+    out
 }
 
 impl Error {
@@ -38,6 +59,8 @@ impl Error {
             // waits for a restart: the store is there, just not now.
             Error::Locked(_) | Error::Closed | Error::Failed(_) => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Corrupt { .. } => ErrorKind::Internal,
+            // The caller's records or arguments: fix them and retry.
+            Error::TimeAhead(_) | Error::Quarantine(_) => ErrorKind::Invalid,
         }
     }
 }

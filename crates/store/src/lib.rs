@@ -27,6 +27,7 @@ mod codec;
 pub mod config;
 mod error;
 pub mod log;
+mod quarantine;
 mod store;
 
 pub use cascade_core::ErrorKind;
@@ -34,4 +35,5 @@ pub use catalogue::Catalogue;
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};
 pub use log::{Log, LogOptions, LogReader, LogStats};
-pub use store::{Outcome, Store, StoreOptions};
+pub use quarantine::{QUARANTINE_FILE, Quarantine, QuarantineRule};
+pub use store::{Outcome, QuarantineReport, Store, StoreOptions};

@@ -21,6 +21,7 @@
 use crate::codec;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{Error, Result};
+use crate::quarantine::Quarantine;
 use cascade_core::Record;
 use parking_lot::{Mutex, RwLock};
 use std::fs::{self, File, OpenOptions};
@@ -454,6 +455,7 @@ impl Log {
             body_end: 0,
             pos: 0,
             hinted: 0,
+            hide: None,
         }
     }
 
@@ -684,6 +686,8 @@ pub struct LogReader {
     pos: u64,
     /// Byte position of the last hint this reader recorded (or used).
     hinted: u64,
+    /// Records this quarantine hides are skipped (their offsets are passed over).
+    hide: Option<Arc<Quarantine>>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -693,6 +697,13 @@ impl std::fmt::Debug for LogReader {
 }
 
 impl LogReader {
+    /// This reader, skipping the records `quarantine` hides. [`LogReader::position`] still
+    /// moves past them, so a consumer that stops at a skipped record resumes after it.
+    pub fn hiding(mut self, quarantine: Arc<Quarantine>) -> LogReader {
+        self.hide = (!quarantine.is_empty()).then_some(quarantine);
+        self
+    }
+
     /// The offset the next record will have.
     pub fn position(&self) -> u64 {
         self.next
@@ -773,6 +784,9 @@ impl LogReader {
                 }
                 let record = codec::decode(&self.body[start..stop]).map_err(|e| self.corrupt(e))?;
                 self.next = offset + 1;
+                if self.hide.as_ref().is_some_and(|q| q.hides(offset, &record)) {
+                    continue;
+                }
                 return Ok(Some((offset, record)));
             }
             if self.file.is_none() {

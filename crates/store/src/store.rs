@@ -4,7 +4,8 @@ use crate::catalogue::Catalogue;
 use crate::codec;
 use crate::error::Result;
 use crate::log::{CommitHook, EncodedBatch, Log, LogOptions, LogReader, LogStats, Ticket, records_of};
-use cascade_core::{ItemRecord, Record, UserRecord};
+use crate::quarantine::{Quarantine, QuarantineRule};
+use cascade_core::{Clock, Horizon, ItemRecord, Record, SystemClock, Timestamp, UserRecord};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -24,6 +25,10 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub log: LogOptions,
+    /// Appends dated past it are refused ([`crate::Error::TimeAhead`]).
+    pub horizon: Horizon,
+    /// The clock the horizon is measured from.
+    pub clock: Arc<dyn Clock>,
     /// Closed segments older than this may be deleted (zero: never by age).
     pub retention: Duration,
     /// Closed segments may be deleted while the log is larger than this (zero: no limit).
@@ -32,7 +37,13 @@ pub struct StoreOptions {
 
 impl From<&crate::config::LogConfig> for StoreOptions {
     fn from(c: &crate::config::LogConfig) -> Self {
-        StoreOptions { log: c.into(), retention: c.retention, retention_bytes: c.retention_bytes }
+        StoreOptions {
+            log: c.into(),
+            horizon: c.horizon(),
+            clock: Arc::new(SystemClock),
+            retention: c.retention,
+            retention_bytes: c.retention_bytes,
+        }
     }
 }
 
@@ -78,6 +89,16 @@ pub struct Store {
     consumer_floors: Mutex<HashMap<String, u64>>,
     options: StoreOptions,
     read_only: bool,
+    /// Records every reader skips (`DIR/quarantine.json`).
+    quarantine: RwLock<Arc<Quarantine>>,
+}
+
+/// What [`Store::quarantine`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineReport {
+    pub rule: QuarantineRule,
+    /// Retained records the rules now hide (this rule and earlier ones).
+    pub hidden: u64,
 }
 
 impl Store {
@@ -123,6 +144,7 @@ impl Store {
             Log::open_with_hook(dir.join("log"), options.log.clone(), Some(hook))?
         };
 
+        let quarantine = Arc::new(Quarantine::load(&dir)?);
         let mut snapshot = Catalogue::load(&dir)?;
         let (first, committed) = (log.first_offset(), log.committed());
         if snapshot.applied_through > committed {
@@ -135,14 +157,18 @@ impl Store {
             snapshot = Catalogue::default();
         }
         let snapshot_offset = snapshot.applied_through;
+        // A snapshot written before a quarantine may hold hidden records: forget them and replay
+        // the whole retained log over it (a replayed older version never replaces a newer one).
+        let replay_from =
+            if snapshot.forget(|o, t| quarantine.hides_time(o, t)) > 0 { first } else { snapshot.applied_through };
         let mut dedupe = Dedupe::default();
-        for entry in log.read_from(first) {
+        for entry in log.read_from(first).hiding(quarantine.clone()) {
             let (offset, record) = entry?;
             if let Some(id) = record.idempotency_key() {
                 let key = dedupe.key(id);
                 dedupe.seen.entry(key).or_insert(offset);
             }
-            if offset >= snapshot.applied_through {
+            if offset >= replay_from {
                 snapshot.apply(offset, &record);
             }
         }
@@ -159,7 +185,59 @@ impl Store {
             consumer_floors: Mutex::new(HashMap::new()),
             options,
             read_only,
+            quarantine: RwLock::new(quarantine),
         })
+    }
+
+    /// The time horizon appends are held to (`log.max_event_ahead`).
+    pub fn horizon(&self) -> Horizon {
+        self.options.horizon
+    }
+
+    /// The quarantine rules every reader of this store honours.
+    pub fn quarantined(&self) -> Arc<Quarantine> {
+        self.quarantine.read().clone()
+    }
+
+    /// Quarantines the records stored so far that are dated after `after`: from now on every
+    /// reader ([`Store::read_from`]), the catalogue and the idempotency index skip them (a
+    /// corrected copy with the same id can then be stored). The rule is durable
+    /// (`DIR/quarantine.json`); the log itself is not changed. State derived from the log
+    /// elsewhere (the feature state, the offline store) must be rebuilt by its owner.
+    /// Refused on a read-only store.
+    pub fn quarantine(&self, after: Timestamp) -> Result<QuarantineReport> {
+        if self.read_only {
+            return Err(crate::Error::Quarantine("the store is open read-only".into()));
+        }
+        // Under the dedupe lock nothing is enqueued: the rule's bound is the log's end.
+        let mut dedupe = self.dedupe.lock();
+        let below = self.log_next_offset();
+        let rule = QuarantineRule::new(below, after);
+        let quarantine = Arc::new(self.quarantine.read().with(rule.clone()));
+        quarantine.save(&self.dir)?;
+        *self.quarantine.write() = quarantine.clone();
+        // The catalogue and the idempotency index, again from the retained log without what
+        // is hidden now.
+        let mut catalogue = self.catalogue.write();
+        catalogue.forget(|o, t| quarantine.hides_time(o, t));
+        dedupe.seen.clear();
+        let mut hidden = 0;
+        for entry in self.log.read_from(self.log.first_offset()) {
+            let (offset, record) = entry?;
+            if quarantine.hides(offset, &record) {
+                hidden += 1;
+                continue;
+            }
+            if let Some(id) = record.idempotency_key() {
+                let key = dedupe.key(id);
+                dedupe.seen.entry(key).or_insert(offset);
+            }
+            catalogue.apply(offset, &record);
+        }
+        catalogue.save(&self.dir)?;
+        *self.snapshot_offset.lock() = catalogue.applied_through;
+        tracing::warn!(below, after = %after, hidden, "log records quarantined");
+        Ok(QuarantineReport { rule, hidden })
     }
 
     pub fn dir(&self) -> &Path {
@@ -186,6 +264,13 @@ impl Store {
     }
 
     fn submit(&self, records: &[Record]) -> Result<(Option<Ticket>, Vec<Outcome>)> {
+        // Before anything else: a record dated past the horizon would move every watermark
+        // derived from the log to its date, for good.
+        let ahead = self.options.horizon.check_batch(records, self.options.clock.now());
+        if !ahead.is_empty() {
+            metrics::counter!("cascade_log_time_ahead_refused_total").increment(records.len() as u64);
+            return Err(crate::Error::TimeAhead(ahead));
+        }
         // Encode outside the lock so concurrent appenders encode in parallel.
         let mut batch = EncodedBatch::default();
         records.iter().for_each(|r| batch.push(r));
@@ -255,9 +340,10 @@ impl Store {
         (c.item_count(), c.user_count())
     }
 
-    /// Reads acknowledged records from `offset` up to the end as of now.
+    /// Reads acknowledged records from `offset` up to the end as of now, skipping those the
+    /// quarantine hides ([`Store::quarantine`]; offsets are not renumbered).
     pub fn read_from(&self, offset: u64) -> LogReader {
-        self.log.read_from(offset)
+        self.log.read_from(offset).hiding(self.quarantined())
     }
 
     pub fn log_stats(&self) -> Result<LogStats> {

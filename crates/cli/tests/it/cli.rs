@@ -374,3 +374,32 @@ fn keys_are_created_listed_revoked_and_guard_the_served_api() {
     assert!(refused, "the revoked key still ingests");
     server.stop();
 }
+
+#[test]
+fn import_refuses_records_past_the_horizon_and_rebuild_quarantines_an_old_log() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["init", "."]);
+    std::fs::write(
+        dir.path().join("e.ndjson"),
+        "{\"type\":\"like\",\"ts\":\"2024-01-01T00:00:00Z\",\"user\":\"u1\",\"item\":\"i1\",\"id\":\"good\"}\n\
+         {\"type\":\"like\",\"ts\":\"9999-12-31T23:59:59Z\",\"user\":\"u1\",\"item\":\"i2\",\"id\":\"bad\"}\n",
+    )
+    .unwrap();
+    let out = cascade(dir.path(), &["import", "ndjson", "e.ndjson"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`ts`") && err.contains("log.max_event_ahead"), "{err}");
+    // A log written before the horizon existed (the bound lifted), then recovered.
+    let old = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .current_dir(dir.path())
+        .args(["import", "--json", "ndjson", "e.ndjson"])
+        .env("CASCADE__LOG__MAX_EVENT_AHEAD", "0s")
+        .output()
+        .unwrap();
+    assert!(old.status.success(), "{}", String::from_utf8_lossy(&old.stderr));
+    let out = ok(dir.path(), &["features", "rebuild", "--exclude-after", "2030-01-01T00:00:00Z"]);
+    assert!(out.contains("below offset 2") && out.contains("1 retained records are now hidden"), "{out}");
+    assert!(dir.path().join("data").join("quarantine.json").exists());
+    let out = ok(dir.path(), &["features", "export"]);
+    assert!(out.starts_with("exported 1 events"), "only the real event is exported: {out}");
+}

@@ -229,6 +229,21 @@ async fn behaves(target: Target) {
     assert_eq!(report.mismatches.len(), 1);
     assert_eq!((report.mismatches[0].vector, report.mismatches[0].feature.as_str()), (hit, "device:users"));
 
+    // What a reader yields when the store's quarantine hid records: gaps inside the range read
+    // and a hidden tail move the state to the range's end; offsets outside it are refused.
+    let next = store.next_offset();
+    let record = tx(t + 30 * H, "after_gap", 1.0, Some("d0"), "c0");
+    let outside = store.apply_through(&[(next + 5, record.clone())], next + 3).await.unwrap_err();
+    assert!(matches!(outside, FeatureError::OffsetGap { .. }), "{outside}");
+    store.apply_through(&[(next + 1, record.clone())], next + 4).await.unwrap();
+    engine.apply(next + 1, &record);
+    assert_eq!(store.next_offset(), next + 4);
+    store.apply_through(&[], next + 6).await.unwrap();
+    assert_eq!(store.next_offset(), next + 6, "a wholly hidden range still moves the state");
+    let behind = store.apply_through(&[(next + 2, record)], next + 8).await.unwrap_err();
+    assert!(matches!(behind, FeatureError::OffsetGap { .. }), "{behind}");
+    assert_serves_engine(&store, &engine, &rows, t + 30 * H, "after hidden records").await;
+
     // Other definitions: the state is not reused.
     drop(store);
     let other = features(DEFS);

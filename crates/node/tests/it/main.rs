@@ -7,6 +7,7 @@ mod guard;
 mod ingest;
 mod ops;
 mod recommend;
+mod time;
 
 use cascade_core::Config;
 use cascade_store::{Store, StoreOptions};
@@ -29,7 +30,11 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::with_dir(config, tempfile::tempdir().unwrap()).await
+    }
+
+    /// A server over an existing data directory (a restart, or a log prepared by the test).
+    pub async fn with_dir(config: Config, dir: tempfile::TempDir) -> TestServer {
         let store = Arc::new(
             Store::open(dir.path(), StoreOptions::from(&cascade_store::LogConfig::from_config(&config).unwrap()))
                 .unwrap(),

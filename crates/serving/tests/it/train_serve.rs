@@ -99,6 +99,7 @@ async fn a_bundle_trained_here_serves_through_the_whole_cascade() {
         features: online,
         registry: t.store.dir().join("registry"),
         clock: Arc::new(SystemClock),
+        horizon: cascade_core::Horizon::default(),
     };
     // Deadlines far beyond any stage's time here: this test is about the path, not timing (an
     // unoptimised test build on a loaded machine must not fall back).

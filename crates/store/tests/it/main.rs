@@ -3,6 +3,7 @@
 mod crash;
 mod log;
 mod store;
+mod time;
 
 use cascade_core::{Event, ItemRecord, Record, Timestamp, Value};
 
