@@ -338,11 +338,10 @@ fn fallback(path: &mut ServingPath, reason: &str) {
 fn request_time(clock: &dyn Clock, context: &BTreeMap<String, serde_json::Value>) -> Result<i64> {
     match context.get("time") {
         None => Ok(clock.now().0),
-        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| invalid("context.time", "not an integer")),
-        Some(serde_json::Value::String(s)) => {
-            Timestamp::parse_rfc3339(s).map(|t| t.0).map_err(|e| invalid("context.time", format!("not RFC 3339: {e}")))
+        // The rule every timestamp of the API follows: RFC 3339, or integer ms from 1970 to 9999.
+        Some(v) => {
+            cascade_core::value::timestamp_from_json(v).map(|t| t.0).map_err(|e| invalid("context.time", e.reason))
         }
-        Some(_) => Err(invalid("context.time", "expected an RFC 3339 string or integer ms")),
     }
 }
 
