@@ -46,7 +46,7 @@ pub fn parse_batch(headers: &HeaderMap, body: &[u8]) -> Result<Vec<serde_json::V
 
 #[utoipa::path(
     post, path = "/v1/events", tag = "events",
-    request_body(content = Vec<cascade_api::EventIn>, description = "A JSON array of events, or NDJSON with one event per line",
+    request_body(content = cascade_api::schema::EventBatch, description = "A JSON array of events, or NDJSON with one event per line; at least one event",
         content_type = "application/json"),
     responses(
         (status = 200, description = "Every event is stored (or was stored before, see `duplicates`)", body = IngestResponse),
@@ -62,6 +62,9 @@ pub async fn post_events(
 ) -> Result<Json<IngestResponse>, ApiError> {
     let body = body.map_err(|e| body_rejection(&e))?;
     let values = parse_batch(&headers, &body)?;
+    if values.is_empty() {
+        return Err(ApiError::new(ErrorCode::InvalidEvents, "no events: send at least one"));
+    }
     let max = state.limits.max_batch_events;
     if values.len() > max {
         return Err(ApiError::new(

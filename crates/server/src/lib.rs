@@ -8,6 +8,7 @@
 mod catalogue;
 pub mod config;
 mod error;
+mod extract;
 mod features;
 mod ingest;
 mod ops;
@@ -130,6 +131,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/jobs", get(ops::jobs))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        // Unknown paths and wrong methods answer in the JSON error shape like everything else.
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(axum::middleware::from_fn(ops::track))
         .with_state(state)
