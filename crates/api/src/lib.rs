@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+pub mod schema;
+
 /// Stable, machine-readable error codes. Clients may match on these strings; they never change
 /// meaning once published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -67,6 +69,8 @@ pub enum ErrorCode {
     Timeout,
     /// The body did not arrive within `server.body_read_timeout` (408).
     RequestTimeout,
+    /// The path exists but not with this method; the `allow` header lists the methods it takes.
+    MethodNotAllowed,
     Internal,
 }
 
@@ -100,19 +104,28 @@ pub struct FieldProblem {
 /// An event as clients send it. `ts` is an RFC 3339 string or integer milliseconds since the
 /// epoch; `id` is an idempotency key; `fields` must match the event type's declared fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EventIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::id)]
     pub id: Option<String>,
+    /// An event type declared in `cascade.toml` (`[events.<type>]`).
     #[serde(rename = "type")]
+    #[schema(min_length = 1)]
     pub event_type: String,
-    #[schema(value_type = String, example = "2024-05-01T12:00:00Z")]
+    #[schema(schema_with = schema::timestamp)]
     pub ts: serde_json::Value,
+    /// Present exactly when the event type's `entities` lists `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::id)]
     pub user: Option<String>,
+    /// Present exactly when the event type's `entities` lists `item`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = schema::id)]
     pub item: Option<String>,
+    /// The event type's declared fields (`null` reads as none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub fields: BTreeMap<String, serde_json::Value>,
 }
 
@@ -142,19 +155,23 @@ pub struct Duplicate {
 /// Body of `PUT /v1/items/{id}`. Omitted `available` takes `catalogue.default_available`;
 /// omitted `updated_at` takes the server's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ItemIn {
+    /// The attributes declared under `[entities.item.attributes]` (`null` reads as none).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub available: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::timestamp)]
     pub created_at: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub deleted: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::timestamp)]
     pub updated_at: Option<serde_json::Value>,
 }
 
@@ -175,12 +192,14 @@ pub struct Item {
 
 /// Body of `PUT /v1/users/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UserIn {
+    /// The attributes declared under `[entities.user.attributes]` (`null` reads as none).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub attributes: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schema::timestamp)]
     pub updated_at: Option<serde_json::Value>,
 }
 
@@ -201,9 +220,11 @@ pub struct User {
 pub struct FeaturesRequest {
     /// The entities to read features for (at least one, at most
     /// `features_store.max_entities_per_request`).
+    #[schema(min_items = 1)]
     pub entities: Vec<EntityIn>,
     /// Features as `view:feature`, or `view` for every feature of a view, in the order the
-    /// response returns them.
+    /// response returns them (at least one).
+    #[schema(min_items = 1)]
     pub features: Vec<String>,
 }
 
@@ -217,7 +238,7 @@ pub struct EntityIn {
     pub item: Option<String>,
     /// Other key parts (`device`, `card`) and request context, by name: strings, numbers, booleans.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::scalars)]
     pub fields: BTreeMap<String, serde_json::Value>,
 }
 
@@ -239,8 +260,9 @@ pub enum FeatureStatus {
 /// One feature of one entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FeatureValueOut {
-    /// The value, or the declared default unless `status` is `present` (`null`: no default).
-    #[schema(value_type = Object, nullable)]
+    /// The value, or the declared default unless `status` is `present` (`null`: no default):
+    /// a number, string, boolean or list, by the feature's aggregation.
+    #[schema(value_type = Value)]
     pub value: serde_json::Value,
     pub status: FeatureStatus,
     /// Event time (RFC 3339) of the newest record behind the value.
@@ -307,26 +329,29 @@ pub struct JobsResponse {
 #[schema(example = json!({"user": "u42", "k": 10, "context": {"device": "mobile", "page": "home"}, "exclude": ["i7"], "explain": true}))]
 pub struct RecommendationRequest {
     /// The user. One the models have never seen is a cold-start user, not an error.
+    #[schema(min_length = 1)]
     pub user: String,
     /// How many items (default: the pipeline's `k`, at most its `max_k`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::integral")]
+    #[schema(minimum = 1)]
     pub k: Option<usize>,
-    /// Request context: `time` (RFC 3339 or ms; default now) is the instant features and rules
-    /// are evaluated at; other keys (`device`, `page`, ...) are logged with the impressions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::context)]
     pub context: BTreeMap<String, serde_json::Value>,
     /// Items that must not be recommended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
-    /// Keep only items whose attribute has one of the values, e.g. `{"genres": ["Comedy"]}`.
+    /// Keep only items whose attribute has one of the values (at least one), e.g.
+    /// `{"genres": ["Comedy"]}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = schema::filters)]
     pub filters: BTreeMap<String, Vec<String>>,
     /// Return each item's trace: sources, per-stage scores, the ranker's top reasons, rules.
     #[serde(default)]
     pub explain: bool,
     /// A configured pipeline (`[pipelines.<name>]`; default `serving.default_pipeline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub pipeline: Option<String>,
 }
 
@@ -442,16 +467,20 @@ pub struct RecommendationResponse {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"user": "u42", "items": ["i1", "i2", "i3"]}))]
 pub struct RankRequest {
+    #[schema(min_length = 1)]
     pub user: String,
-    /// The items to order (at most the pipeline's `candidates`). Items the models do not know
-    /// keep their relative order after the known ones.
+    /// The items to order, each once (at least one, at most the pipeline's `candidates`).
+    /// Items the models do not know keep their relative order after the known ones.
+    #[schema(schema_with = schema::rank_items)]
     pub items: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schema::context)]
     pub context: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub explain: bool,
+    /// A configured pipeline (`[pipelines.<name>]`; default `serving.default_pipeline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1)]
     pub pipeline: Option<String>,
 }
 
@@ -470,4 +499,27 @@ pub struct SimilarItem {
     pub score: f64,
     /// `itemknn` (co-interaction cosine) or `content` (attribute tf-idf cosine).
     pub source: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn k_takes_integral_numbers_only() {
+        let k = |v: serde_json::Value| {
+            serde_json::from_value::<RecommendationRequest>(json!({"user": "u", "k": v})).map(|r| r.k)
+        };
+        assert_eq!(k(json!(5)).unwrap(), Some(5));
+        assert_eq!(k(json!(5.0)).unwrap(), Some(5));
+        assert_eq!(k(json!(null)).unwrap(), None);
+        // Too large for any pipeline: kept as the largest count, for the range check to refuse.
+        assert_eq!(k(json!(3.6e25)).unwrap(), Some(usize::MAX));
+        assert!(k(json!(5.5)).unwrap_err().to_string().contains("expected a non-negative integer"));
+        assert!(k(json!(-1)).is_err());
+        assert!(k(json!("5")).is_err());
+        let absent: RecommendationRequest = serde_json::from_value(json!({"user": "u"})).unwrap();
+        assert_eq!(absent.k, None);
+    }
 }

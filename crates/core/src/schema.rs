@@ -274,7 +274,9 @@ pub fn id_problem(id: &str) -> Option<&'static str> {
 fn optional_id(v: Option<&serde_json::Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<String> {
     let id = match v? {
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        serde_json::Value::Number(n) if n.is_u64() => n.to_string(),
+        // `5.0` is the integer 5 to JSON Schema and to JavaScript clients.
+        serde_json::Value::Number(n) if let Some(i) = crate::value::json_integer(n) => i.to_string(),
         other => {
             errors.push(FieldError::new(field, format!("expected string id, got {}", json_kind(other))));
             return None;

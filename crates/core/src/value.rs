@@ -98,13 +98,14 @@ impl Value {
     }
 
     /// Converts a JSON value to the declared type, or says why it cannot.
-    /// Integers are accepted where a float is declared; nothing else is coerced.
+    /// Integers are accepted where a float is declared and integral numbers (`4.0`) where an int
+    /// is ([`json_integer`]); nothing else is coerced.
     pub fn from_json(ty: FieldType, v: &serde_json::Value) -> Result<Value, ValueError> {
         use serde_json::Value as J;
         let mismatch = || ValueError::new(format!("expected {ty}, got {}", json_kind(v)));
         Ok(match (ty, v) {
             (FieldType::Bool, J::Bool(b)) => Value::Bool(*b),
-            (FieldType::Int, J::Number(n)) => Value::Int(n.as_i64().ok_or_else(mismatch)?),
+            (FieldType::Int, J::Number(n)) => Value::Int(json_integer(n).ok_or_else(mismatch)?),
             (FieldType::Float, J::Number(n)) => Value::Float(n.as_f64().ok_or_else(mismatch)?),
             (FieldType::String, J::String(s)) => Value::String(s.clone()),
             (FieldType::Timestamp, v @ (J::String(_) | J::Number(_))) => Value::Timestamp(timestamp_from_json(v)?),
@@ -144,7 +145,7 @@ pub fn timestamp_from_json(v: &serde_json::Value) -> Result<Timestamp, ValueErro
             Ok(t) => return Ok(t),
             Err(e) => format!("bad timestamp `{s}`: {e}"),
         },
-        serde_json::Value::Number(n) => match n.as_i64() {
+        serde_json::Value::Number(n) => match json_integer(n) {
             Some(ms) if (0..=crate::time::MAX_MILLIS).contains(&ms) => return Ok(Timestamp(ms)),
             _ => format!("bad timestamp {n}: integer milliseconds since 1970 expected, between 0 and year 9999"),
         },
@@ -153,6 +154,17 @@ pub fn timestamp_from_json(v: &serde_json::Value) -> Result<Timestamp, ValueErro
         }
     };
     Err(ValueError::new(reason))
+}
+
+/// A JSON number as an integer: an integer literal, or a number with no fractional part (`5.0`),
+/// which JSON Schema and JavaScript clients treat as the same integer. `None` beyond `i64`.
+pub fn json_integer(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    // `i64::MAX as f64` rounds up to 2^63, which does not fit; the bound is exclusive.
+    (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
 }
 
 pub fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -171,6 +183,20 @@ pub fn json_kind(v: &serde_json::Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn integral_numbers_are_integers_and_fractions_are_not() {
+        let int = |v: serde_json::Value| json_integer(v.as_number().unwrap());
+        assert_eq!(int(json!(5)), Some(5));
+        assert_eq!(int(json!(5.0)), Some(5));
+        assert_eq!(int(json!(-3.0)), Some(-3));
+        assert_eq!(int(json!(5.5)), None);
+        assert_eq!(int(json!(1e300)), None);
+        assert_eq!(int(json!(u64::MAX)), None);
+        assert_eq!(Value::from_json(FieldType::Int, &json!(4.0)), Ok(Value::Int(4)));
+        assert_eq!(timestamp_from_json(&json!(1000.0)).unwrap(), Timestamp(1000));
+        assert!(timestamp_from_json(&json!(1000.5)).is_err());
+    }
 
     #[test]
     fn converts_and_refuses() {

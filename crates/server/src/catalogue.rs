@@ -1,11 +1,12 @@
 //! Item and user upserts and reads.
 
 use crate::body;
+use crate::extract::Path;
 use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use cascade_api::{ErrorCode, FieldProblem, Item, User};
 use cascade_core::{FieldError, ItemRecord, Record, UserRecord, Value};
@@ -42,7 +43,8 @@ async fn write(state: &AppState, record: Record) -> Result<u64, ApiError> {
 }
 
 #[utoipa::path(put, path = "/v1/items/{id}", tag = "catalogue",
-    params(("id" = String, Path, description = "Item id")),
+    params(("id" = String, Path, description = "Item id: 1 to 256 bytes (UTF-8) without control characters",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body = cascade_api::ItemIn,
     responses(
         (status = 200, description = "Stored; the record as it now reads", body = Item),
@@ -70,9 +72,11 @@ pub async fn put_item(
 }
 
 #[utoipa::path(get, path = "/v1/items/{id}", tag = "catalogue",
-    params(("id" = String, Path, description = "Item id")),
+    params(("id" = String, Path, description = "Item id: 1 to 256 bytes (UTF-8) without control characters",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "The latest version of the item", body = Item),
+        (status = 400, description = "The id is not UTF-8 (`invalid_request`)", body = cascade_api::ErrorResponse),
         (status = 404, description = "Unknown or deleted item", body = cascade_api::ErrorResponse),
     ))]
 pub async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Item>, ApiError> {
@@ -82,7 +86,8 @@ pub async fn get_item(State(state): State<AppState>, Path(id): Path<String>) -> 
 }
 
 #[utoipa::path(put, path = "/v1/users/{id}", tag = "catalogue",
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, description = "User id: 1 to 256 bytes (UTF-8) without control characters",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     request_body = cascade_api::UserIn,
     responses(
         (status = 200, description = "Stored; the record as it now reads", body = User),
@@ -110,9 +115,11 @@ pub async fn put_user(
 }
 
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "catalogue",
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, description = "User id: 1 to 256 bytes (UTF-8) without control characters",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")),
     responses(
         (status = 200, description = "The latest version of the user", body = User),
+        (status = 400, description = "The id is not UTF-8 (`invalid_request`)", body = cascade_api::ErrorResponse),
         (status = 404, description = "Unknown user", body = cascade_api::ErrorResponse),
     ))]
 pub async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {

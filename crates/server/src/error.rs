@@ -56,6 +56,7 @@ fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnknownPipeline
         | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::BatchTooLarge | ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::ItemNotFound | ErrorCode::UserNotFound | ErrorCode::NotFound => StatusCode::NOT_FOUND,

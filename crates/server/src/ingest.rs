@@ -40,7 +40,7 @@ pub fn parse_batch(headers: &HeaderMap, body: &[u8]) -> Result<Vec<serde_json::V
 
 #[utoipa::path(
     post, path = "/v1/events", tag = "events",
-    request_body(content = Vec<cascade_api::EventIn>, description = "A JSON array of events, or NDJSON with one event per line",
+    request_body(content = cascade_api::schema::EventBatch, description = "A JSON array of events, or NDJSON with one event per line; at least one event",
         content_type = "application/json"),
     responses(
         (status = 200, description = "Every event is stored (or was stored before, see `duplicates`)", body = IngestResponse),

@@ -9,6 +9,7 @@ mod body;
 mod catalogue;
 pub mod config;
 mod error;
+mod extract;
 mod features;
 mod guard;
 mod ingest;
@@ -232,6 +233,9 @@ pub fn router(state: AppState) -> Router {
         .merge(group(Class::Metrics, metrics))
         // The document describes the API; it is public like any published contract.
         .route("/openapi.json", get(ops::openapi))
+        // Unknown paths and wrong methods answer in the JSON error shape like everything else.
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         // The guard reads bodies under its own limit; axum's would refuse first with its own shape.
         .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn(ops::track))

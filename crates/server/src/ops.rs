@@ -104,3 +104,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi())
 }
+
+/// The router's fallback: no route has this path.
+pub async fn not_found(uri: axum::http::Uri) -> crate::ApiError {
+    crate::ApiError::new(cascade_api::ErrorCode::NotFound, format!("no route `{}`", uri.path()))
+}
+
+/// A route with this path exists but not with this method (axum adds the `allow` header).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> crate::ApiError {
+    crate::ApiError::new(
+        cascade_api::ErrorCode::MethodNotAllowed,
+        format!("`{}` does not take {method}; the allow header lists the methods it takes", uri.path()),
+    )
+}

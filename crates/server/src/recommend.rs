@@ -5,10 +5,11 @@
 use crate::AppState;
 use crate::body;
 use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use cascade_api::{RankRequest, RecommendationRequest, RecommendationResponse, SimilarResponse};
 
@@ -47,14 +48,16 @@ pub async fn post_rank(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct SimilarQuery {
     /// How many items (default 10, at most 100).
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     k: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/items/{id}/similar", tag = "recommendations",
-    params(("id" = String, Path, description = "Item id"), SimilarQuery),
+    params(("id" = String, Path, description = "Item id: 1 to 256 bytes (UTF-8) without control characters",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"), SimilarQuery),
     responses(
         (status = 200, description = "Items like this one: co-interaction neighbours, then attribute look-alikes", body = SimilarResponse),
-        (status = 400, description = "`k` out of range", body = cascade_api::ErrorResponse),
+        (status = 400, description = "`k` out of range (`invalid_recommendation_request`) or not an integer (`invalid_request`)", body = cascade_api::ErrorResponse),
         (status = 404, description = "No model or catalogue record knows the item", body = cascade_api::ErrorResponse),
     )
 )]

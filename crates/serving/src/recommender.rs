@@ -408,20 +408,14 @@ fn fallback(path: &mut ServingPath, reason: &str) {
     path.fallbacks.push(reason.to_string());
 }
 
-/// The request's instant: `context.time` (RFC 3339 or ms), or the clock's now; a time past
-/// `horizon` is refused.
+/// The request's instant: `context.time`, or the clock's now; a time past `horizon` is refused.
 fn request_time(clock: &dyn Clock, horizon: Horizon, context: &BTreeMap<String, serde_json::Value>) -> Result<i64> {
     let now = clock.now();
-    let t = match context.get("time") {
-        None => return Ok(now.0),
-        Some(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| invalid("context.time", "not an integer"))?,
-        Some(serde_json::Value::String(s)) => Timestamp::parse_rfc3339(s)
-            .map(|t| t.0)
-            .map_err(|e| invalid("context.time", format!("not RFC 3339: {e}")))?,
-        Some(_) => return Err(invalid("context.time", "expected an RFC 3339 string or integer ms")),
-    };
-    horizon.check(Timestamp(t), now).map_err(|reason| Error::TimeAhead { field: "context.time".into(), reason })?;
-    Ok(t)
+    let Some(v) = context.get("time") else { return Ok(now.0) };
+    // The rule every timestamp of the API follows: RFC 3339, or integer ms from 1970 to 9999.
+    let t = cascade_core::value::timestamp_from_json(v).map_err(|e| invalid("context.time", e.reason))?;
+    horizon.check(t, now).map_err(|reason| Error::TimeAhead { field: "context.time".into(), reason })?;
+    Ok(t.0)
 }
 
 /// What the cascade produced before the response is shaped.

@@ -1,0 +1,153 @@
+//! Schemas the derive cannot write: ids and timestamps (a string or an integer), scalar maps,
+//! lists with per-value limits. The limits repeat `cascade-core`'s (this crate depends on
+//! nothing); `cascade-server`'s tests check that they agree, so the document says what the
+//! server enforces.
+
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+
+/// Ids of users, items and events are at most this many bytes of UTF-8 (`cascade_core::schema::MAX_ID_BYTES`).
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The last millisecond of year 9999, the latest instant a timestamp may name
+/// (`cascade_core::time::MAX_MILLIS`).
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// An id has no control characters (Unicode category Cc: U+0000–U+001F, U+007F–U+009F), in
+/// the ECMA-262 dialect JSON Schema patterns use.
+pub const ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
+
+fn id_string() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        // A character is at least one byte, so this bounds the characters; the byte limit
+        // itself is in the description (JSON Schema counts characters).
+        .max_length(Some(MAX_ID_BYTES))
+        .pattern(Some(ID_PATTERN))
+}
+
+/// A user, item or event id: a string of 1 to 256 bytes without control characters, or an
+/// integer (kept in its decimal form).
+pub fn id() -> Schema {
+    OneOfBuilder::new()
+        .item(id_string())
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(i64::MIN)).maximum(Some(u64::MAX)))
+        .description(Some(
+            "A string of 1 to 256 bytes (UTF-8) without control characters, or an integer (kept in decimal)",
+        ))
+        .into()
+}
+
+/// An instant: RFC 3339 with an offset, or integer milliseconds since 1970, from 1970 to the
+/// end of year 9999.
+pub fn timestamp() -> Schema {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(MAX_TIMESTAMP_MS)))
+        .description(Some(
+            "RFC 3339 with an offset (`2024-05-01T12:00:00Z`) or integer milliseconds since 1970; from 1970 to the end of 9999",
+        ))
+        .examples([serde_json::json!("2024-05-01T12:00:00Z")])
+        .into()
+}
+
+fn scalar() -> Schema {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .into()
+}
+
+/// A map of names to strings, numbers or booleans (an entity's key parts and context).
+pub fn scalars() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(scalar().into())))
+        .description(Some(
+            "Other key parts (`device`, `card`) and request context, by name: strings, numbers, booleans",
+        ))
+        .into()
+}
+
+/// A request's context: free-form, but `time` is an instant.
+pub fn context() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("time", timestamp())
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .description(Some(
+            "Request context: `time` (default now) is the instant features and rules are evaluated at; \
+             other keys (`device`, `page`, ...) are logged with the impressions",
+        ))
+        .into()
+}
+
+/// `filters`: attribute name to the values kept (at least one each).
+pub fn filters() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            Schema::from(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).min_items(Some(1)))
+                .into(),
+        )))
+        .description(Some(
+            "Keep only items whose attribute has one of the values (at least one), e.g. `{\"genres\": [\"Comedy\"]}`",
+        ))
+        .into()
+}
+
+/// `POST /v1/rank`'s items: at least one, each once.
+pub fn rank_items() -> Schema {
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String))
+        .min_items(Some(1))
+        .unique_items(true)
+        .description(Some(
+            "The items to order, each once (at least one, at most the pipeline's `candidates`). \
+             Items the models do not know keep their relative order after the known ones",
+        ))
+        .into()
+}
+
+/// Body of `POST /v1/events` as a JSON array: at least one event (at most
+/// `server.max_batch_events`). The server reads the events as JSON values and checks each
+/// against the project's schema, so this type only describes the document.
+#[derive(Debug)]
+pub struct EventBatch;
+
+impl utoipa::PartialSchema for EventBatch {
+    fn schema() -> utoipa::openapi::RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name(<crate::EventIn as utoipa::ToSchema>::name()))
+            .min_items(Some(1))
+            .description(Some("At least one event, at most `server.max_batch_events`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EventBatch {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push((crate::EventIn::name().into(), crate::EventIn::schema()));
+        crate::EventIn::schemas(schemas);
+    }
+}
+
+/// Deserializes an optional count that JSON may write as `5` or `5.0` (the same integer to JSON
+/// Schema and to JavaScript clients); a fraction or a negative number is refused. A count too
+/// large for `usize` saturates, so the caller's range check names the limit it exceeds.
+pub fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(usize::try_from(u).unwrap_or(usize::MAX)));
+    }
+    match n.as_f64() {
+        // `as` saturates at usize::MAX.
+        Some(f) if f.fract() == 0.0 && f >= 0.0 => Ok(Some(f as usize)),
+        _ => Err(serde::de::Error::custom(format!("expected a non-negative integer, got {n}"))),
+    }
+}
