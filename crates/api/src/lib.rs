@@ -329,7 +329,7 @@ pub struct JobsResponse {
 #[schema(example = json!({"user": "u42", "k": 10, "context": {"device": "mobile", "page": "home"}, "exclude": ["i7"], "explain": true}))]
 pub struct RecommendationRequest {
     /// The user. One the models have never seen is a cold-start user, not an error.
-    #[schema(min_length = 1)]
+    #[schema(schema_with = schema::user)]
     pub user: String,
     /// How many items (default: the pipeline's `k`, at most its `max_k`).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::integral")]
@@ -340,6 +340,7 @@ pub struct RecommendationRequest {
     pub context: BTreeMap<String, serde_json::Value>,
     /// Items that must not be recommended.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(schema_with = schema::exclude)]
     pub exclude: Vec<String>,
     /// Keep only items whose attribute has one of the values (at least one), e.g.
     /// `{"genres": ["Comedy"]}`.
@@ -467,7 +468,7 @@ pub struct RecommendationResponse {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"user": "u42", "items": ["i1", "i2", "i3"]}))]
 pub struct RankRequest {
-    #[schema(min_length = 1)]
+    #[schema(schema_with = schema::user)]
     pub user: String,
     /// The items to order, each once (at least one, at most the pipeline's `candidates`).
     /// Items the models do not know keep their relative order after the known ones.

@@ -14,11 +14,25 @@ pub const MAX_ID_BYTES: usize = 256;
 /// (`cascade_core::time::MAX_MILLIS`).
 pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
+/// Most ids in a recommendation request's `exclude`.
+pub const MAX_EXCLUDE: usize = 1_000;
+/// Most keys in a request's `context`, and the longest key, in bytes.
+pub const MAX_CONTEXT_KEYS: usize = 32;
+pub const MAX_CONTEXT_KEY_BYTES: usize = 64;
+/// Longest string value in a request's `context`, `filters` or an entity's fields, in bytes.
+pub const MAX_VALUE_BYTES: usize = 256;
+/// Most attributes in `filters`, and most values per attribute.
+pub const MAX_FILTERS: usize = 16;
+pub const MAX_FILTER_VALUES: usize = 256;
+/// Most request-time fields of one entity of `POST /v1/features`.
+pub const MAX_ENTITY_FIELDS: usize = 32;
+
 /// An id has no control characters (Unicode category Cc: U+0000–U+001F, U+007F–U+009F), in
 /// the ECMA-262 dialect JSON Schema patterns use.
 pub const ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
 
-fn id_string() -> ObjectBuilder {
+/// A string id (1 to 256 bytes, no control characters).
+pub fn id_string() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
@@ -40,6 +54,11 @@ pub fn id() -> Schema {
         .into()
 }
 
+/// A request's user: a string id.
+pub fn user() -> Schema {
+    id_string().description(Some("The user (1 to 256 bytes, no control characters)")).into()
+}
+
 /// An instant: RFC 3339 with an offset, or integer milliseconds since 1970, from 1970 to the
 /// end of year 9999.
 pub fn timestamp() -> Schema {
@@ -53,9 +72,13 @@ pub fn timestamp() -> Schema {
         .into()
 }
 
+fn short_string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_VALUE_BYTES))
+}
+
 fn scalar() -> Schema {
     OneOfBuilder::new()
-        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(short_string())
         .item(ObjectBuilder::new().schema_type(Type::Number))
         .item(ObjectBuilder::new().schema_type(Type::Boolean))
         .into()
@@ -65,6 +88,7 @@ fn scalar() -> Schema {
 pub fn scalars() -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::Object)
+        .max_properties(Some(MAX_ENTITY_FIELDS))
         .additional_properties(Some(AdditionalProperties::RefOr(scalar().into())))
         .description(Some(
             "Other key parts (`device`, `card`) and request context, by name: strings, numbers, booleans",
@@ -74,14 +98,36 @@ pub fn scalars() -> Schema {
 
 /// A request's context: free-form, but `time` is an instant.
 pub fn context() -> Schema {
+    let value = OneOfBuilder::new()
+        .item(short_string())
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Null));
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_CONTEXT_KEY_BYTES))
+        .pattern(Some(ID_PATTERN));
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .property("time", timestamp())
-        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .additional_properties(Some(AdditionalProperties::RefOr(Schema::from(value).into())))
+        .max_properties(Some(MAX_CONTEXT_KEYS))
+        .property_names(Some(name))
         .description(Some(
             "Request context: `time` (default now) is the instant features and rules are evaluated at; \
-             other keys (`device`, `page`, ...) are logged with the impressions",
+             other keys (`device`, `page`, ...; at most 32, each 1 to 64 bytes) hold strings (at most 256 \
+             bytes), numbers, booleans or null, and are logged with the impressions",
         ))
+        .into()
+}
+
+/// `exclude`: ids, at most [`MAX_EXCLUDE`].
+pub fn exclude() -> Schema {
+    ArrayBuilder::new()
+        .items(id_string())
+        .max_items(Some(MAX_EXCLUDE))
+        .description(Some("Items that must not be recommended (at most 1,000 ids)"))
         .into()
 }
 
@@ -90,9 +136,12 @@ pub fn filters() -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .additional_properties(Some(AdditionalProperties::RefOr(
-            Schema::from(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).min_items(Some(1)))
-                .into(),
+            Schema::from(
+                ArrayBuilder::new().items(short_string()).min_items(Some(1)).max_items(Some(MAX_FILTER_VALUES)),
+            )
+            .into(),
         )))
+        .max_properties(Some(MAX_FILTERS))
         .description(Some(
             "Keep only items whose attribute has one of the values (at least one), e.g. `{\"genres\": [\"Comedy\"]}`",
         ))
@@ -102,7 +151,7 @@ pub fn filters() -> Schema {
 /// `POST /v1/rank`'s items: at least one, each once.
 pub fn rank_items() -> Schema {
     ArrayBuilder::new()
-        .items(ObjectBuilder::new().schema_type(Type::String))
+        .items(id_string())
         .min_items(Some(1))
         .unique_items(true)
         .description(Some(

@@ -118,9 +118,7 @@ fn invalid(field: String, reason: impl Into<String>) -> ApiError {
     }])
 }
 
-/// Most request-time fields of one entity, and the longest string among them.
-const MAX_ENTITY_FIELDS: usize = 32;
-const MAX_FIELD_BYTES: usize = 256;
+use cascade_api::schema::{MAX_ENTITY_FIELDS, MAX_VALUE_BYTES as MAX_FIELD_BYTES};
 
 /// An entity of the request as the feature engine reads it; context values must be scalars.
 fn entities(i: usize, e: EntityIn) -> Result<Entities, ApiError> {
