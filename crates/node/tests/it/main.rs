@@ -6,6 +6,7 @@ mod features;
 mod ingest;
 mod ops;
 mod recommend;
+mod redis_outage;
 
 use cascade_core::Config;
 use cascade_store::{Store, StoreOptions};
@@ -28,7 +29,11 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::with_config_in(config, tempfile::tempdir().unwrap()).await
+    }
+
+    /// A server on the data directory `dir` (one a stopped server returned, say).
+    pub async fn with_config_in(config: Config, dir: tempfile::TempDir) -> TestServer {
         let store = Arc::new(
             Store::open(dir.path(), StoreOptions::from(&cascade_store::LogConfig::from_config(&config).unwrap()))
                 .unwrap(),
