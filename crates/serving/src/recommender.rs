@@ -180,6 +180,12 @@ impl Recommender {
         (at < to).then_some((at, to))
     }
 
+    /// The online feature store it reads (which answers unavailable while it catches up, see
+    /// [`OnlineStore::catching_up`]).
+    pub fn features(&self) -> &Arc<OnlineStore> {
+        &self.features
+    }
+
     /// The faults injected into this recommender's stages.
     #[cfg(feature = "testing")]
     pub fn faults(&self) -> &Faults {
