@@ -121,8 +121,9 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
 /// Waits until the node has read the log, then asks it for the most recently active user's
 /// recommendations with `explain: true` and prints them. Returns the user.
 async fn sample(recommender: &Recommender) -> Result<String> {
-    // The node replays the log into its live view at start: until then histories are partial.
-    while recommender.catching_up().is_some() {
+    // The node replays the log into its live view and its feature state at start: until then
+    // histories are partial and feature reads answer unavailable (the ranker would be skipped).
+    while recommender.catching_up().is_some() || recommender.features().catching_up().is_some() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let Some((user, _)) = recommender.live.recent_users(1).into_iter().next() else {

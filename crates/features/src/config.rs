@@ -24,6 +24,14 @@ pub struct FeaturesStoreConfig {
     pub redis_url: String,
     /// Every Redis key of this project starts with it; one writer (server) per prefix.
     pub redis_prefix: String,
+    /// The longest one Redis operation may take, waiting for a reconnection included, before the
+    /// store answers "unavailable" (also each connection attempt's timeout): a paused or
+    /// unreachable Redis costs a request at most this.
+    #[serde(with = "duration_str")]
+    pub redis_timeout: Duration,
+    /// Whether `GET /v2/health/ready` answers 503 while the online store is down (Redis) or still
+    /// catching up with the log after a start or a rebuild (both backends).
+    pub ready_requires_online_store: bool,
     /// How often the server looks for new log records to apply.
     pub poll_interval_ms: u64,
     /// How often the embedded state is checkpointed (and expired keys swept, both backends).
@@ -46,6 +54,8 @@ impl Default for FeaturesStoreConfig {
             backend: FeaturesBackend::Embedded,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "cascade".into(),
+            redis_timeout: Duration::from_secs(2),
+            ready_requires_online_store: true,
             poll_interval_ms: 50,
             checkpoint_interval: Duration::from_secs(30),
             max_entities_per_request: 1000,
@@ -62,6 +72,9 @@ impl Section for FeaturesStoreConfig {
         let invalid = |key: &str, message: &str| Err(ConfigError::invalid(format!("features_store.{key}"), message));
         if self.poll_interval_ms == 0 {
             return invalid("poll_interval_ms", "must be at least 1");
+        }
+        if self.redis_timeout.is_zero() {
+            return invalid("redis_timeout", "must be positive, e.g. \"2s\"");
         }
         if self.checkpoint_interval.is_zero() {
             return invalid("checkpoint_interval", "must be positive, e.g. \"30s\"");
@@ -116,6 +129,10 @@ mod tests {
         assert!(err.contains("memcached") && err.contains("line 2"), "{err}");
         let err = load("[features_store]\nredis_prefix = \"a b\"\n").unwrap_err().to_string();
         assert!(err.contains("features_store.redis_prefix"), "{err}");
+        let err = load("[features_store]\nredis_timeout = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("features_store.redis_timeout"), "{err}");
+        let c = load("[features_store]\nredis_timeout = \"250ms\"\nready_requires_online_store = false\n").unwrap();
+        assert_eq!((c.redis_timeout, c.ready_requires_online_store), (Duration::from_millis(250), false));
         let env = [("CASCADE__FEATURES_STORE__BACKEND".to_string(), "redis".to_string())];
         let config = Config::load("", "f", env).unwrap();
         assert_eq!(FeaturesStoreConfig::from_config(&config).unwrap().backend, FeaturesBackend::Redis);

@@ -21,6 +21,26 @@ pub enum FeatureError {
     /// The Redis backend could not be reached or answered with an error.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis did not answer one operation within `features_store.redis_timeout` (paused, busy,
+    /// unreachable, or still reconnecting).
+    #[error("redis did not answer within {}", humantime::format_duration(*.0))]
+    RedisTimeout(std::time::Duration),
+    /// The store saw Redis fail and has not seen it answer since: the operation was not tried
+    /// (a periodic probe and one operation per second find out when it is back).
+    #[error("the redis feature store is down (for {}): {reason}", humantime::format_duration(*.down_for))]
+    RedisDown { down_for: std::time::Duration, reason: String },
+    /// The state Redis holds is not the one this process last wrote (Redis restarted empty, lost
+    /// the meta key, or was restored from an older snapshot); the store resumed from what Redis
+    /// holds or rebuilds from the log, and reads wait until it is back at `to`.
+    #[error(
+        "the feature state in redis is at offset {found} where this server expected {expected} \
+         ({why}); continuing from offset {found}"
+    )]
+    StateMoved { expected: u64, found: u64, why: &'static str },
+    /// The online feature state has not yet applied the log up to where it was at a start or a
+    /// rebuild: its values would be partial, so it serves none.
+    #[error("the online feature state is catching up with the log: at offset {at} of {to}")]
+    CatchingUp { at: u64, to: u64 },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     /// A checkpoint that does not read back (bad checksum, unknown format version, truncated).
@@ -64,6 +84,11 @@ impl FeatureError {
             }
             // Redis answered, with an error we caused (a bad command, wrong type under our key).
             FeatureError::Redis(_) => ErrorKind::Internal,
+            // Waiting helps: Redis comes back, the state catches up.
+            FeatureError::RedisTimeout(_)
+            | FeatureError::RedisDown { .. }
+            | FeatureError::StateMoved { .. }
+            | FeatureError::CatchingUp { .. } => ErrorKind::Unavailable,
             FeatureError::Store(e) => match e.kind() {
                 // An offset the feature state needs is gone from the log: our state is broken,
                 // not something the caller asked for that does not exist.

@@ -9,15 +9,32 @@
 //!   string `{prefix}:{view}:{key}`; beside it `{prefix}#meta` holds the definitions' fingerprint,
 //!   the next log offset and every view's admission (watermark, counters), and a sorted set
 //!   `{prefix}#z:{view}` indexes keys by newest event time for expiry. A batch of records is
-//!   applied with one `MGET` of the touched keys and one `MULTI`/`EXEC` that writes their new
+//!   applied with one `MGET` of the touched keys and one script (`EVALSHA`) that writes their new
 //!   states together with the meta, so the states and the offset they reflect never disagree
-//!   (a crash between batches resumes exactly). Windows are evaluated at read time, so values
-//!   expire without writes, exactly as embedded.
+//!   (a crash between batches resumes exactly). The script writes only if the meta is still the
+//!   one this process last wrote or read: a Redis that restarted empty, lost the meta, was
+//!   restored from an older snapshot, or applied a write whose answer timed out is noticed before
+//!   anything is written over it, and the store resumes from the offset Redis holds (or rebuilds
+//!   from offset 0), so no record is lost or applied twice. Windows are evaluated at read time,
+//!   so values expire without writes, exactly as embedded.
 //!
 //! A read of any features of any set of entities is one round trip with Redis: a single `MGET` of
 //! the meta (for the watermarks) and every distinct (view, key) the rows need.
 //!
 //! One writer per store: the server that tails the log. Any number of readers.
+//!
+//! **Availability.** The connection is a [`redis::aio::ConnectionManager`]: a dropped connection
+//! is re-established in the background with exponential backoff, and an operation that met a
+//! dropped connection is tried once more on the new one. Every operation is bounded by
+//! `redis_timeout`. The store keeps whether Redis is up (the last operation answered or failed):
+//! it logs the change (up → down with the error, down → up with how long it was down, a repeat
+//! at most once a minute), and while Redis is down an operation fails at once with
+//! [`FeatureError::RedisDown`] except one a second (and every [`OnlineStore::probe`]), which finds
+//! out when it is back.
+//!
+//! **Catching up.** After a start ([`OnlineStore::catch_up_to`] the log's end) or a rebuild, reads
+//! answer [`FeatureError::CatchingUp`] until the state has applied the log that far: values
+//! computed from part of the log would otherwise be served as present.
 
 use crate::codec;
 use crate::config::{FeaturesBackend, FeaturesStoreConfig};
@@ -30,13 +47,43 @@ use crate::resolve::FieldRef;
 use crate::state::{EntityState, NONE, Source, read_view};
 use crate::{FeatureValue, Status};
 use cascade_core::features::ViewSource;
-use cascade_core::{Record, Timestamp};
-use parking_lot::RwLock;
+use cascade_core::{ErrorKind, Record, Timestamp};
+use parking_lot::{Mutex, RwLock};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+
+/// While Redis is down, at most one operation per this interval is tried (the others fail at
+/// once): enough to notice it is back, without every request waiting out a timeout.
+const RETRY_WHILE_DOWN: Duration = Duration::from_secs(1);
+/// While Redis stays down, the outage is logged again at most this often.
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The feature tail's write: the batch's states, their expiry index and the meta, only if the
+/// meta is still `ARGV[1]` (empty: none). Returns the meta stored afterwards (`ARGV[2]` when it
+/// wrote), so a mismatch tells the caller what Redis holds instead.
+/// KEYS: meta, then (state, zset) per key; ARGV: expected meta, new meta, then (state, score,
+/// member) per key.
+static APPLY: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then
+  return cur
+end
+for i = 1, (#KEYS - 1) / 2 do
+  redis.call('SET', KEYS[2 * i], ARGV[3 * i])
+  redis.call('ZADD', KEYS[2 * i + 1], ARGV[3 * i + 1], ARGV[3 * i + 2])
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return ARGV[2]
+",
+    )
+});
 
 /// A batch read with what an audit needs to recompute it offline.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +101,10 @@ pub struct Served {
 pub struct OnlineStore {
     set: FeatureSet,
     backend: Backend,
+    /// Reads answer [`FeatureError::CatchingUp`] while [`OnlineStore::next_offset`] is below it.
+    target: Arc<AtomicU64>,
+    /// `[features_store] ready_requires_online_store`.
+    holds_readiness: bool,
 }
 
 #[derive(Debug)]
@@ -74,14 +125,135 @@ struct Embedded {
 }
 
 struct Redis {
-    con: redis::aio::MultiplexedConnection,
+    client: redis::Client,
+    manager: ConnectionManagerConfig,
+    /// Replaced by a fresh manager when Redis has not answered for several timeouts: a
+    /// connection whose peer vanished without a reset (a network partition) is never reported
+    /// dropped, only timed out, and the manager reconnects on drops only.
+    con: RwLock<ConnectionManager>,
+    timeout: Duration,
+    link: Link,
     prefix: String,
-    /// The writer's admission per view, equal to what `{prefix}#meta` holds.
-    admission: tokio::sync::Mutex<Vec<Admission>>,
+    writer: tokio::sync::Mutex<Writer>,
     next_offset: AtomicU64,
+    /// Shared with [`OnlineStore::target`]: a rebuild raises it.
+    target: Arc<AtomicU64>,
     /// Stale reads per view served by this process.
     stale: Vec<AtomicU64>,
     round_trips: AtomicU64,
+}
+
+/// What the writer knows of `{prefix}#meta`.
+#[derive(Debug, Clone, Default)]
+struct Writer {
+    /// The admission per view, equal to what the meta holds.
+    admission: Vec<Admission>,
+    /// The meta's bytes as this process last wrote or read them (empty: there is none).
+    meta: Vec<u8>,
+}
+
+/// Whether Redis answers, from the outcome of every operation.
+#[derive(Debug)]
+struct Link {
+    up: AtomicBool,
+    reconnects: AtomicU64,
+    state: Mutex<LinkState>,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    down_since: Option<Instant>,
+    last_error: String,
+    /// The last operation tried while down.
+    last_tried: Instant,
+    last_logged: Instant,
+    /// When the connection manager was last replaced (see [`Redis::con`]).
+    replaced: Option<Instant>,
+}
+
+impl Link {
+    fn new() -> Link {
+        let now = Instant::now();
+        Link {
+            up: AtomicBool::new(true),
+            reconnects: AtomicU64::new(0),
+            state: Mutex::new(LinkState {
+                down_since: None,
+                last_error: String::new(),
+                last_tried: now,
+                last_logged: now,
+                replaced: None,
+            }),
+        }
+    }
+
+    /// Whether an operation may be tried now: always while up, or when `force`d; while down, one
+    /// per [`RETRY_WHILE_DOWN`].
+    fn admit(&self, force: bool) -> Result<()> {
+        if self.up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut s = self.state.lock();
+        let Some(since) = s.down_since else { return Ok(()) };
+        if force || s.last_tried.elapsed() >= RETRY_WHILE_DOWN {
+            s.last_tried = Instant::now();
+            return Ok(());
+        }
+        Err(FeatureError::RedisDown { down_for: since.elapsed(), reason: s.last_error.clone() })
+    }
+
+    fn answered(&self, prefix: &str) {
+        if self.up.load(Ordering::Acquire) {
+            return;
+        }
+        let mut s = self.state.lock();
+        if let Some(since) = s.down_since.take() {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.up.store(true, Ordering::Release);
+            s.replaced = None;
+            let down_for = humantime::format_duration(Duration::from_millis(since.elapsed().as_millis() as u64));
+            tracing::info!(prefix, %down_for, "the redis feature store answers again");
+        }
+    }
+
+    /// Records a failure; returns how long Redis has been down.
+    fn failed(&self, prefix: &str, error: &str) -> Duration {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        s.last_error = error.to_string();
+        s.last_tried = now;
+        match s.down_since {
+            None => {
+                s.down_since = Some(now);
+                s.last_logged = now;
+                self.up.store(false, Ordering::Release);
+                tracing::warn!(
+                    prefix,
+                    error,
+                    "the redis feature store is down: feature reads answer unavailable until it is back"
+                );
+                Duration::ZERO
+            }
+            Some(since) => {
+                if s.last_logged.elapsed() >= REPEAT_LOG_EVERY {
+                    s.last_logged = now;
+                    let down_for = humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()));
+                    tracing::warn!(prefix, error, %down_for, "the redis feature store is still down");
+                }
+                since.elapsed()
+            }
+        }
+    }
+
+    fn down(&self) -> Option<String> {
+        if self.up.load(Ordering::Acquire) {
+            return None;
+        }
+        let s = self.state.lock();
+        let since = s.down_since?;
+        let down_for = humantime::format_duration(Duration::from_secs(since.elapsed().as_secs()));
+        Some(format!("redis has not answered for {down_for}: {}", s.last_error))
+    }
 }
 
 impl std::fmt::Debug for Redis {
@@ -93,10 +265,15 @@ impl std::fmt::Debug for Redis {
 impl OnlineStore {
     /// Opens the backend `config` chooses. `data_dir` holds the embedded checkpoint.
     pub async fn open(config: &FeaturesStoreConfig, data_dir: impl Into<PathBuf>, set: FeatureSet) -> Result<Self> {
-        match config.backend {
+        let mut store = match config.backend {
             FeaturesBackend::Embedded => OnlineStore::embedded(data_dir, set),
-            FeaturesBackend::Redis => OnlineStore::redis(&config.redis_url, &config.redis_prefix, set).await,
-        }
+            FeaturesBackend::Redis => {
+                OnlineStore::redis_with_timeout(&config.redis_url, &config.redis_prefix, config.redis_timeout, set)
+                    .await
+            }
+        }?;
+        store.holds_readiness = config.ready_requires_online_store;
+        Ok(store)
     }
 
     /// The embedded backend, resuming from the checkpoint in `data_dir` when there is one.
@@ -104,27 +281,46 @@ impl OnlineStore {
         let online = OnlineEngine::open(data_dir, set.clone())?;
         let checkpointed = AtomicU64::new(online.next_offset());
         let embedded = Embedded { online: RwLock::new(online), blobs: RwLock::default(), checkpointed };
-        Ok(OnlineStore { set, backend: Backend::Embedded(embedded) })
+        Ok(OnlineStore { set, backend: Backend::Embedded(embedded), target: Arc::default(), holds_readiness: true })
     }
 
     /// The Redis backend at `url`, every key under `prefix`. Resumes from the state there when it
     /// was built under the same definitions; otherwise clears the prefix and starts from offset 0.
     pub async fn redis(url: &str, prefix: &str, set: FeatureSet) -> Result<Self> {
+        let timeout = FeaturesStoreConfig::default().redis_timeout;
+        OnlineStore::redis_with_timeout(url, prefix, timeout, set).await
+    }
+
+    /// [`OnlineStore::redis`] with every operation (and connection attempt) bounded by `timeout`.
+    pub async fn redis_with_timeout(url: &str, prefix: &str, timeout: Duration, set: FeatureSet) -> Result<Self> {
         let client = redis::Client::open(url)?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        let con = client.get_multiplexed_async_connection_with_config(&config).await?;
+        // Reconnection: attempts 100 ms, 200 ms, ... apart (jittered, at most 2 s), six per round;
+        // an operation after a failed round starts another. Operations wait for it within their
+        // own timeout (`Redis::run`).
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_min_delay(Duration::from_millis(100))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(6);
+        let con = ConnectionManager::new_lazy_with_config(client.clone(), manager.clone())?;
         let views = set.views().len();
+        let target = Arc::new(AtomicU64::new(0));
         let r = Redis {
-            con,
+            client,
+            manager,
+            con: RwLock::new(con),
+            timeout,
+            link: Link::new(),
             prefix: prefix.to_string(),
-            admission: tokio::sync::Mutex::new(vec![Admission::default(); views]),
+            writer: tokio::sync::Mutex::new(Writer { admission: vec![Admission::default(); views], meta: Vec::new() }),
             next_offset: AtomicU64::new(0),
+            target: target.clone(),
             stale: (0..views).map(|_| AtomicU64::new(0)).collect(),
             round_trips: AtomicU64::new(0),
         };
-        let meta: Option<Vec<u8>> = redis::cmd("GET").arg(r.meta_key()).query_async(&mut r.con.clone()).await?;
+        // The first operation connects: an unreachable Redis is an error here, after `timeout`.
+        let meta: Option<Vec<u8>> = r.cmd(redis::cmd("GET").arg(r.meta_key())).await?;
         let resumed = match meta.as_deref().map(codec::decode_meta) {
             Some(Ok((fp, next, adm))) if fp == set.fingerprint() && adm.len() == views => Some((next, adm)),
             Some(Err(e)) => {
@@ -140,11 +336,60 @@ impl OnlineStore {
         match resumed {
             Some((next, adm)) => {
                 r.next_offset.store(next, Ordering::Relaxed);
-                *r.admission.lock().await = adm;
+                *r.writer.lock().await = Writer { admission: adm, meta: meta.unwrap_or_default() };
             }
             None => r.clear().await?,
         }
-        Ok(OnlineStore { set, backend: Backend::Redis(Box::new(r)) })
+        Ok(OnlineStore { set, backend: Backend::Redis(Box::new(r)), target, holds_readiness: true })
+    }
+
+    /// Reads answer [`FeatureError::CatchingUp`] until the state has applied every log record
+    /// below `offset` (the node passes the log's end at its start). Never lowers the target.
+    pub fn catch_up_to(&self, offset: u64) {
+        self.target.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// `Some((at, to))` while the state is catching up: it is at offset `at` and serves again at
+    /// `to` (see [`OnlineStore::catch_up_to`]; a Redis rebuild raises `to` to where it was).
+    pub fn catching_up(&self) -> Option<(u64, u64)> {
+        let to = self.target.load(Ordering::Acquire);
+        let at = self.next_offset();
+        (at < to).then_some((at, to))
+    }
+
+    /// `None` while the store answers; otherwise why not (Redis has not answered since a failure,
+    /// with the error). The embedded store is always up.
+    pub fn down(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Redis(r) => r.link.down(),
+        }
+    }
+
+    /// How many times Redis answered again after having failed (0 for embedded).
+    pub fn reconnects(&self) -> u64 {
+        match &self.backend {
+            Backend::Embedded(_) => 0,
+            Backend::Redis(r) => r.link.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether readiness waits for this store (`[features_store] ready_requires_online_store`).
+    pub fn holds_readiness(&self) -> bool {
+        self.holds_readiness
+    }
+
+    /// Asks Redis for the meta whatever the store believes (also while it is down), which tells
+    /// whether Redis answers and whether it still holds this process's state; when it does not
+    /// (it restarted empty, say), the store resumes from what Redis holds or rebuilds from offset
+    /// 0, and returns [`FeatureError::StateMoved`]. Run it periodically: with no requests and no
+    /// new records nothing else would notice Redis coming back or losing its data. Embedded:
+    /// nothing to do.
+    pub async fn probe(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(()),
+            Backend::Redis(r) => r.verify(&self.set, true).await,
+        }
     }
 
     pub fn backend(&self) -> FeaturesBackend {
@@ -195,9 +440,9 @@ impl OnlineStore {
                 e.checkpointed.store(0, Ordering::Relaxed);
             }
             Backend::Redis(r) => {
-                let mut adm = r.admission.lock().await;
+                let mut w = r.writer.lock().await;
                 r.clear().await?;
-                *adm = vec![Admission::default(); self.set.views().len()];
+                *w = Writer { admission: vec![Admission::default(); self.set.views().len()], meta: Vec::new() };
                 r.next_offset.store(0, Ordering::Relaxed);
             }
         }
@@ -251,8 +496,14 @@ impl OnlineStore {
     /// [`OnlineStore::read`], also returning the instant each column was read as of and the log
     /// offset the state reflected, read consistently with the values (for logging served
     /// vectors and auditing them with [`crate::audit`]).
+    ///
+    /// While the state catches up ([`OnlineStore::catching_up`]) this is
+    /// [`FeatureError::CatchingUp`], not values computed from part of the log.
     pub async fn read_served(&self, selection: &Selection, rows: &[Entities], at: Timestamp) -> Result<Served> {
         let plan = ReadPlan::new(&self.set, selection, rows)?;
+        if let Some((at, to)) = self.catching_up() {
+            return Err(FeatureError::CatchingUp { at, to });
+        }
         let (values, times, offset) = match &self.backend {
             Backend::Embedded(e) => {
                 let online = e.online.read();
@@ -319,7 +570,7 @@ impl OnlineStore {
                 self.set.views().iter().map(|v| Ok((v.name.clone(), online.stats(&v.name)?))).collect()
             }
             Backend::Redis(r) => {
-                let adm = r.admission.lock().await.clone();
+                let adm = r.writer.lock().await.admission.clone();
                 let mut pipe = redis::pipe();
                 for v in self.set.views() {
                     pipe.zcard(r.zset_key(&v.name));
@@ -413,9 +664,9 @@ impl OnlineStore {
                 Ok(())
             }
             Backend::Redis(r) => {
-                let mut adm = r.admission.lock().await;
+                let mut w = r.writer.lock().await;
                 r.clear().await?;
-                *adm = vec![Admission::default(); self.set.views().len()];
+                *w = Writer { admission: vec![Admission::default(); self.set.views().len()], meta: Vec::new() };
                 r.next_offset.store(0, Ordering::Relaxed);
                 Ok(())
             }
@@ -546,14 +797,142 @@ impl Redis {
         format!("{}:{view}:{}", self.prefix, key.as_str())
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+    /// Runs one operation: refused at once while Redis is down (unless `force`d or due for a
+    /// try, see [`Link::admit`]), bounded by the timeout, tried once more after a dropped
+    /// connection (every operation here is idempotent, the apply script included: it writes only
+    /// over the meta it expects), and its outcome recorded in the link state.
+    async fn run<T, F, Fut>(&self, force: bool, op: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.link.admit(force)?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        Ok(pipe.query_async(&mut self.con.clone()).await?)
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut retried = false;
+        loop {
+            let con = self.con.read().clone();
+            match tokio::time::timeout_at(deadline, op(con)).await {
+                Ok(Ok(value)) => {
+                    self.link.answered(&self.prefix);
+                    return Ok(value);
+                }
+                // The connection's own response timeout (the same length) may fire first.
+                Ok(Err(e)) if e.is_timeout() => return Err(self.timed_out()),
+                Err(_) => return Err(self.timed_out()),
+                Ok(Err(e)) => {
+                    let dropped = e.is_connection_dropped();
+                    let e = FeatureError::Redis(e);
+                    if e.kind() != ErrorKind::Unavailable {
+                        // Redis answered (with an error we caused): it is up.
+                        self.link.answered(&self.prefix);
+                        return Err(e);
+                    }
+                    if dropped && !retried {
+                        // The manager is reconnecting; the retry waits for the new connection.
+                        retried = true;
+                        continue;
+                    }
+                    self.link.failed(&self.prefix, &e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self) -> FeatureError {
+        let e = FeatureError::RedisTimeout(self.timeout);
+        let down_for = self.link.failed(&self.prefix, &e.to_string());
+        self.replace_if_stuck(down_for);
+        e
+    }
+
+    /// Swaps in a new connection manager once Redis has not answered for three timeouts (at most
+    /// once per three timeouts): see [`Redis::con`].
+    fn replace_if_stuck(&self, down_for: Duration) {
+        let stuck = self.timeout * 3;
+        if down_for < stuck {
+            return;
+        }
+        {
+            let mut s = self.link.state.lock();
+            if s.replaced.is_some_and(|at| at.elapsed() < stuck) {
+                return;
+            }
+            s.replaced = Some(Instant::now());
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.manager.clone()) {
+            Ok(con) => {
+                tracing::info!(prefix = self.prefix, "redis feature store: opening a new connection");
+                *self.con.write() = con;
+            }
+            Err(e) => tracing::warn!(prefix = self.prefix, error = %e, "redis feature store: no new connection"),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        self.run(false, |mut con| async move { pipe.query_async(&mut con).await }).await
     }
 
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        Ok(cmd.query_async(&mut self.con.clone()).await?)
+        self.run(false, |mut con| async move { cmd.query_async(&mut con).await }).await
+    }
+
+    /// The meta as Redis holds it (empty: none), tried even while the store believes it down
+    /// when `force`d.
+    async fn get_meta(&self, force: bool) -> Result<Vec<u8>> {
+        let key = self.meta_key();
+        let key = key.as_str();
+        let meta: Option<Vec<u8>> =
+            self.run(force, |mut con| async move { redis::cmd("GET").arg(key).query_async(&mut con).await }).await?;
+        Ok(meta.unwrap_or_default())
+    }
+
+    /// Checks that Redis still holds the meta this process last wrote or read; see
+    /// [`OnlineStore::probe`].
+    async fn verify(&self, set: &FeatureSet, force: bool) -> Result<()> {
+        let mut w = self.writer.lock().await;
+        let current = self.get_meta(force).await?;
+        if current == w.meta {
+            return Ok(());
+        }
+        Err(self.adopt(set, &mut w, current).await?)
+    }
+
+    /// Redis holds `current` as the meta, not what this process last wrote: continue from the
+    /// state Redis holds when it is one of these definitions' (consistent with its offset: meta
+    /// and states are written together), otherwise clear the prefix and rebuild from offset 0.
+    /// Reads wait ([`FeatureError::CatchingUp`]) until the state is back where it was. Returns
+    /// the error that reports it.
+    async fn adopt(&self, set: &FeatureSet, w: &mut Writer, current: Vec<u8>) -> Result<FeatureError> {
+        let expected = self.next_offset.load(Ordering::Acquire);
+        let views = set.views().len();
+        let decoded = (!current.is_empty()).then(|| codec::decode_meta(&current));
+        let (found, why) = match decoded {
+            Some(Ok((fp, next, adm))) if fp == set.fingerprint() && adm.len() == views => {
+                *w = Writer { admission: adm, meta: current };
+                self.next_offset.store(next, Ordering::Release);
+                let why = if next > expected {
+                    "a write whose answer was lost was applied"
+                } else {
+                    "redis was restored from an older snapshot"
+                };
+                (next, why)
+            }
+            other => {
+                self.clear().await?;
+                *w = Writer { admission: vec![Admission::default(); views], meta: Vec::new() };
+                self.next_offset.store(0, Ordering::Release);
+                let why = match other {
+                    None => "redis lost it: restarted empty, flushed, or evicted the meta; rebuilding from the log",
+                    Some(_) => "another build's state or an unreadable meta; rebuilding from the log",
+                };
+                (0, why)
+            }
+        };
+        self.target.fetch_max(expected, Ordering::AcqRel);
+        tracing::warn!(prefix = self.prefix, expected, found, why, "the redis feature state moved");
+        Ok(FeatureError::StateMoved { expected, found, why })
     }
 
     /// Deletes every key under the prefix.
@@ -576,7 +955,7 @@ impl Redis {
     }
 
     async fn apply(&self, set: &FeatureSet, records: &[(u64, Record)], through: u64) -> Result<()> {
-        let mut admission = self.admission.lock().await;
+        let mut w = self.writer.lock().await;
         let first = self.next_offset.load(Ordering::Relaxed);
         check_range(first, records, through)?;
         if through == first {
@@ -585,7 +964,7 @@ impl Redis {
         // Admission in log order, exactly as the embedded engine does it, on a copy that only
         // replaces the writer's once the batch is stored.
         let views = set.views();
-        let mut adm = admission.clone();
+        let mut adm = w.admission.clone();
         let mut slots: HashMap<(usize, EntityKey), usize> = HashMap::new();
         let mut slot_keys: Vec<(usize, EntityKey)> = Vec::new();
         // (record, view, slot, event time, horizon)
@@ -626,18 +1005,24 @@ impl Redis {
             );
         }
         let next = through;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let meta = codec::encode_meta(set.fingerprint(), next, &adm);
+        let mut script = APPLY.prepare_invoke();
+        script.key(self.meta_key()).arg(&w.meta).arg(&meta);
         for ((vi, key), state) in slot_keys.iter().zip(&states) {
             let state = state.as_ref().expect("every touched key was applied to");
             let name = &views[*vi].name;
-            pipe.set(self.state_key(name, key), codec::encode_state(state)).ignore();
-            pipe.zadd(self.zset_key(name), key.as_str(), state.max_ts()).ignore();
+            script.key(self.state_key(name, key)).key(self.zset_key(name));
+            script.arg(codec::encode_state(state)).arg(state.max_ts()).arg(key.as_str());
         }
-        pipe.set(self.meta_key(), codec::encode_meta(set.fingerprint(), next, &adm)).ignore();
-        self.query::<()>(&pipe).await?;
-        *admission = adm;
-        self.next_offset.store(next, Ordering::Relaxed);
+        let script = &script;
+        let stored: Vec<u8> = self.run(false, |mut con| async move { script.invoke_async(&mut con).await }).await?;
+        // Not what was written (the states read above may belong to another state too): resume
+        // from what Redis holds; the consumer offers the records from there.
+        if stored != meta {
+            return Err(self.adopt(set, &mut w, stored).await?);
+        }
+        *w = Writer { admission: adm, meta };
+        self.next_offset.store(next, Ordering::Release);
         Ok(())
     }
 
@@ -663,6 +1048,9 @@ impl Redis {
         at: Timestamp,
     ) -> Result<(Vec<Vec<FeatureValue>>, Vec<i64>, u64)> {
         let views = set.views();
+        // Before the read: Redis's meta is at least this far unless the state moved (the writer
+        // raises it only after Redis stored the batch).
+        let applied = self.next_offset.load(Ordering::Acquire);
         // One MGET: the meta (watermarks), then every distinct (view, key) the rows need.
         let mut mget = redis::cmd("MGET");
         mget.arg(self.meta_key());
@@ -687,6 +1075,9 @@ impl Redis {
         let raw: Vec<Option<Vec<u8>>> = self.cmd(&mget).await?;
         let (watermarks, offset): (Vec<i64>, u64) = match raw.first().and_then(Option::as_deref) {
             Some(b) => match codec::decode_meta(b) {
+                Ok((fp, next, _)) if fp == set.fingerprint() && next < applied => {
+                    return Err(self.moved(set, applied).await);
+                }
                 Ok((fp, next, adm)) if fp == set.fingerprint() && adm.len() == views.len() => {
                     (adm.iter().map(|a| a.watermark).collect(), next)
                 }
@@ -696,6 +1087,7 @@ impl Redis {
                     return Ok((plan.assemble(set, columns, rows, &times, |_, _| None, |_, _| {}), times, 0));
                 }
             },
+            None if applied > 0 => return Err(self.moved(set, applied).await),
             None => (vec![NONE; views.len()], 0),
         };
         let states: Vec<Option<EntityState>> = raw[1..]
@@ -717,10 +1109,24 @@ impl Redis {
         Ok((values, times, offset))
     }
 
+    /// A read found Redis behind what this process applied (`applied`): have the writer's view
+    /// checked (and the state resumed or rebuilt), and answer unavailable meanwhile.
+    async fn moved(&self, set: &FeatureSet, applied: u64) -> FeatureError {
+        match self.verify(set, false).await {
+            Err(e) => e,
+            // Raced with a rebuild that already happened: reads wait for it.
+            Ok(()) => FeatureError::CatchingUp {
+                at: self.next_offset.load(Ordering::Acquire),
+                to: self.target.load(Ordering::Acquire).max(applied),
+            },
+        }
+    }
+
     /// Drops keys more than `expire_after + allowed_lateness` behind their view's watermark, as
     /// [`crate::Engine::sweep`] does: no read or admissible record can see them any more.
     async fn sweep(&self, set: &FeatureSet) -> Result<usize> {
-        let admission = self.admission.lock().await;
+        let w = self.writer.lock().await;
+        let admission = &w.admission;
         let mut removed = 0;
         for (vi, view) in set.views().iter().enumerate() {
             let (Some(expire), wm) = (view.expire_after_ms, admission[vi].watermark) else { continue };

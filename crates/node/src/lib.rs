@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `live-view` | a [`LogConsumer`]: serving's histories, item facts and engagement |
 //! | `feature-tail` | a [`LogConsumer`]: the online feature state, checkpointed |
+//! | `feature-store-probe` | (Redis) notices Redis coming back, or losing the feature state |
 //! | `registry-watch` | hot reload of newer bundles |
 //! | `precompute` | heavy sources' per-user lists into the online store |
 //! | `offline-export` | new events into day-partitioned Parquet, compacted |
@@ -42,6 +43,8 @@ use std::time::Duration;
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// How soon a key created or revoked with `cascade keys` takes effect in a running server.
 const KEYS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the node asks Redis whether it answers and still holds the feature state.
+const FEATURE_STORE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most impressions appended to the log in one batch.
 const IMPRESSION_BATCH: usize = 5_000;
 
@@ -242,10 +245,13 @@ impl Node {
             Arc::new(LiveView(live)),
             ConsumerOptions { batch: 5_000, poll, checkpoint: None },
         );
-        if let Ok(stats) = store.log_stats()
-            && let Err(e) = self.online.reset_if_ahead(stats.next_offset).await
-        {
-            tracing::error!(error = %e, "feature state: checking against the log failed");
+        if let Ok(stats) = store.log_stats() {
+            if let Err(e) = self.online.reset_if_ahead(stats.next_offset).await {
+                tracing::error!(error = %e, "feature state: checking against the log failed");
+            }
+            // Until the tail has applied what the log held at the start, feature reads answer
+            // unavailable (and readiness waits) rather than serve values from part of the log.
+            self.online.catch_up_to(stats.next_offset);
         }
         store.retain_from("features", self.online.retention_floor());
         let tail = Arc::new(FeatureTail { store: store.clone(), features: self.features.clone() });
@@ -258,6 +264,19 @@ impl Node {
         );
 
         // Schedules.
+        if self.online.backend() == cascade_features::FeaturesBackend::Redis {
+            let online = self.online.clone();
+            sup.every("feature-store-probe", FEATURE_STORE_PROBE_INTERVAL, move || {
+                let online = online.clone();
+                async move {
+                    // Always a successful round: the store logs and reports an outage itself
+                    // (readiness, /metrics), and a failed round would back off, slowing the
+                    // probe that notices Redis coming back.
+                    let _ = online.probe().await;
+                    Ok(())
+                }
+            });
+        }
         if !serving.reload_interval.is_zero() {
             let r = self.recommender.clone();
             sup.every("registry-watch", serving.reload_interval, move || {

@@ -162,10 +162,9 @@ fn read_error(e: &FeatureError) -> ApiError {
         (_, FeatureError::RowMissingKey { row, missing, .. }) => {
             invalid(format!("entities[{row}].{missing}"), e.to_string())
         }
-        (ErrorKind::Unavailable, _) => {
-            tracing::error!(error = %e, "feature store unavailable");
-            ApiError::new(ErrorCode::FeatureStoreUnavailable, e.to_string())
-        }
+        // Not logged per request: the store logs an outage when it starts and ends, and
+        // readiness reports it and a catch-up.
+        (ErrorKind::Unavailable, _) => ApiError::new(ErrorCode::FeatureStoreUnavailable, e.to_string()),
         (ErrorKind::Invalid, _) => ApiError::new(ErrorCode::InvalidFeatureRequest, e.to_string()),
         (ErrorKind::NotFound, _) => ApiError::new(ErrorCode::UnknownFeature, e.to_string()),
         (ErrorKind::Conflict | ErrorKind::Internal, _) => {

@@ -61,15 +61,30 @@ pub async fn live() -> Json<Health> {
         (status = 503, description = "Not ready; `reason` says why", body = Health),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
+    let not_ready = |status: &str, reason: String| {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: status.into(), reason: Some(reason) })).into_response()
+    };
     if let Some(reason) = state.store.failure() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable".into(), reason: Some(reason) }))
-            .into_response();
+        return not_ready("unavailable", reason);
     }
+    // `[features_store] ready_requires_online_store`: features and the rankers need the store.
+    let online = &state.features.store;
+    if online.holds_readiness()
+        && let Some(reason) = online.down()
+    {
+        return not_ready("unavailable", format!("the online feature store is down: {reason}"));
+    }
+    let mut behind = Vec::new();
     if let Some((at, to)) = state.recommender.catching_up() {
-        let reason =
-            format!("catching up with the log: the live view (histories, item facts) is at offset {at} of {to}");
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "starting".into(), reason: Some(reason) }))
-            .into_response();
+        behind.push(format!("the live view (histories, item facts) is at offset {at} of {to}"));
+    }
+    if online.holds_readiness()
+        && let Some((at, to)) = online.catching_up()
+    {
+        behind.push(format!("the online feature state is at offset {at} of {to}"));
+    }
+    if !behind.is_empty() {
+        return not_ready("starting", format!("catching up with the log: {}", behind.join("; ")));
     }
     Json(Health { status: "ready".into(), reason: None }).into_response()
 }
@@ -94,6 +109,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.features.record_lag(stats.next_offset);
     }
     metrics::gauge!("cascade_feature_store_next_offset").set(state.features.store.next_offset() as f64);
+    metrics::gauge!("cascade_feature_store_up").set(if state.features.store.down().is_none() { 1.0 } else { 0.0 });
+    metrics::counter!("cascade_feature_store_reconnects_total").absolute(state.features.store.reconnects());
     let (items, users) = state.store.catalogue_counts();
     metrics::gauge!("cascade_catalogue_items").set(items as f64);
     metrics::gauge!("cascade_catalogue_users").set(users as f64);

@@ -185,6 +185,12 @@ impl Recommender {
         (at < to).then_some((at, to))
     }
 
+    /// The online feature store it reads (which answers unavailable while it catches up, see
+    /// [`OnlineStore::catching_up`]).
+    pub fn features(&self) -> &Arc<OnlineStore> {
+        &self.features
+    }
+
     /// The faults injected into this recommender's stages.
     #[cfg(feature = "testing")]
     pub fn faults(&self) -> &Faults {
@@ -444,7 +450,11 @@ async fn read_lists(
     match tokio::time::timeout(deadline, features.get_blobs(&keys)).await {
         Ok(Ok(read)) => serving.accept_lists(prepared, names.into_iter().map(|(s, _)| s).zip(read)),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "precomputed lists unavailable");
+            // An outage or a catch-up is logged by the store when it starts and ends, not here
+            // per request; the fallback counter counts them.
+            if e.kind() != cascade_core::ErrorKind::Unavailable {
+                tracing::warn!(error = %e, "precomputed lists unavailable");
+            }
             fallback(path, "lists_unavailable");
         }
         Err(_) => fallback(path, "lists_timeout"),
@@ -554,18 +564,24 @@ async fn cascade(
                     tokio::time::sleep(d).await;
                 }
                 if fail {
-                    return Err("injected failure".to_string());
+                    return Err((cascade_core::ErrorKind::Internal, "injected failure".to_string()));
                 }
             }
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-            s.read_aggregates(&features, &u, &ids, now).await.map_err(|e| e.to_string())
+            s.read_aggregates(&features, &u, &ids, now).await.map_err(|e| (e.kind(), e.to_string()))
         })
     });
     let aggregates = match tokio::time::timeout(deadline, read).await {
         Ok(Ok(Ok(a))) => Some(a),
         Ok(failed) => {
-            let error = failed.map_or_else(|panicked| panicked.to_string(), |read| read.err().unwrap_or_default());
-            tracing::warn!(%error, "ranker features unavailable");
+            let (kind, error) = failed.map_or_else(
+                |panicked| (cascade_core::ErrorKind::Internal, panicked.to_string()),
+                |read| read.err().unwrap_or((cascade_core::ErrorKind::Internal, String::new())),
+            );
+            // As for the lists: the store logs an outage or a catch-up once, not per request.
+            if kind != cascade_core::ErrorKind::Unavailable {
+                tracing::warn!(%error, "ranker features unavailable");
+            }
             fallback(&mut path, "features_unavailable");
             None
         }

@@ -71,6 +71,7 @@ mod alias;
 mod catalogue;
 pub mod child;
 mod json;
+pub mod redis_server;
 mod stream;
 #[cfg(test)]
 mod tests;

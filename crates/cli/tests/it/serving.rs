@@ -105,9 +105,12 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
         let body = json!({"user": "u3", "k": 10, "explain": true, "context": {"device": "mobile"}});
         let deadline = Instant::now() + Duration::from_secs(30);
         let response = loop {
+            // Ready: the live view and the online feature state have caught up with the log
+            // (before, the rankers' feature reads answer unavailable and the cascade falls back).
+            let ready = server.get("/v2/health/ready").await.0 == 200;
             let (status, r) = server.post("/v1/recommendations", &body).await;
             assert_eq!(status, 200, "{r}");
-            if !r["path"]["cold_start"].as_bool().unwrap() || Instant::now() > deadline {
+            if (ready && !r["path"]["cold_start"].as_bool().unwrap()) || Instant::now() > deadline {
                 break r;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

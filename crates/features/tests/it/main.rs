@@ -9,6 +9,7 @@ mod crash;
 mod offline;
 mod online_store;
 mod oracle;
+mod redis_outage;
 
 use cascade_core::{Config, Event, ItemRecord, Record, Timestamp, Value};
 use cascade_features::{FeatureSet, FeatureValue};

@@ -42,7 +42,7 @@ hour = { agg = "hour_of_day" }
 const MIN: i64 = 60_000;
 const H: i64 = 60 * MIN;
 
-fn set() -> FeatureSet {
+pub(crate) fn set() -> FeatureSet {
     features(&format!("{DEFS}{EXTRA}"))
 }
 
@@ -62,7 +62,7 @@ impl Target {
 }
 
 /// Rows with every key part the views need: users, items and devices of the workload.
-fn rows(n: usize) -> Vec<Entities> {
+pub(crate) fn rows(n: usize) -> Vec<Entities> {
     (0..n)
         .map(|i| {
             Entities::user(format!("u{}", (i * 7) % 160))
@@ -81,7 +81,7 @@ fn expected(engine: &Engine, set: &FeatureSet, rows: &[Entities], at: i64) -> Ve
         .collect()
 }
 
-async fn assert_serves_engine(store: &OnlineStore, engine: &Engine, rows: &[Entities], at: i64, ctx: &str) {
+pub(crate) async fn assert_serves_engine(store: &OnlineStore, engine: &Engine, rows: &[Entities], at: i64, ctx: &str) {
     let set = store.features();
     let got = store.read(&set.all(), rows, Timestamp(at)).await.unwrap();
     let want = expected(engine, set, rows, at);

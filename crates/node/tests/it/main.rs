@@ -7,6 +7,7 @@ mod guard;
 mod ingest;
 mod ops;
 mod recommend;
+mod redis_outage;
 mod time;
 
 use cascade_core::Config;
