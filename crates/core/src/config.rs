@@ -591,6 +591,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_reference_is_the_template() {
+        // docs/config.md shows the whole template; a key added to one must be added to both.
+        let doc = include_str!("../../../docs/config.md");
+        let block = doc.split("## Reference\n\n```toml\n").nth(1).and_then(|rest| rest.split("\n```").next());
+        assert_eq!(
+            block,
+            Some(TEMPLATE.trim_end()),
+            "copy crates/core/src/cascade.toml into docs/config.md's Reference"
+        );
+    }
+
+    #[test]
     fn template_is_the_defaults() {
         // Core's own sections here; each raw section's defaults are checked against the template
         // by the crate that owns it (`*Config::from_config`), and the whole resolved document by
