@@ -108,7 +108,7 @@ impl Guard {
         Guard {
             keys,
             ingest: Gate::new(config.in_flight.ingest, config),
-            serve: Gate::new(config.in_flight.serve, config),
+            serve: Gate::new(config.in_flight.serve_slots(), config),
             read: Gate::new(config.in_flight.read, config),
             open_health: config.open_health,
             open_metrics: config.open_metrics,

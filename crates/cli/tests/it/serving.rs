@@ -33,6 +33,12 @@ impl InProcess {
         serving.reload_interval = Duration::from_millis(200);
         serving.precompute_interval = Duration::from_millis(300);
         config.set(&serving).unwrap();
+        // These tests are about serving, not shedding: a slot for every client they run at once,
+        // however slow a debug build on a busy machine is.
+        let mut server = cascade_server::ServerConfig::from_config(&config).unwrap();
+        server.in_flight.serve = 64;
+        server.queue_timeout = Duration::from_secs(5);
+        config.set(&server).unwrap();
         adjust(&mut config);
         let log = cascade_store::LogConfig::from_config(&config).unwrap();
         let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&log)).unwrap());
