@@ -27,8 +27,8 @@ pub struct ServerConfig {
     /// Longest a request's body may take to arrive; past it, 408 `request_timeout`.
     #[serde(with = "duration_str")]
     pub body_read_timeout: Duration,
-    /// Open connections served fully; past it, a connection gets only the health routes (other
-    /// routes answer 503 `overloaded`) and is closed after one request.
+    /// Open connections served fully; past it, a connection must send its request's headers
+    /// within a second and is closed after one request.
     pub max_connections: usize,
     /// Threads for blocking work (the cascade's stages, the feature state's checkpoints).
     pub blocking_threads: usize,

@@ -1,16 +1,13 @@
 //! The accept loop: connections served by hyper with a header read timeout (which also closes
 //! idle keep-alive connections), a cap on the connections served fully, and a graceful drain.
 //!
-//! Past `server.max_connections`, a connection is still accepted but served by a router that
-//! answers only the health probes (everything else 503 `overloaded`), with a one-second header
-//! timeout and no keep-alive: an orchestrator can still see the node is alive while a flood of
-//! idle connections is shed, and those connections never hold a descriptor for long.
+//! Past `server.max_connections`, a connection is still accepted and served, but must send its
+//! request's headers within one second and is closed after one request (no keep-alive): a client
+//! that sends its request at once (a probe, a user) is answered as usual, while a flood of idle
+//! or half-sent connections is shed within a second and never holds descriptors for long. The
+//! in-flight slots, not the connection count, bound the work.
 
-use crate::error::ApiError;
-use crate::{AppState, ops, router};
-use axum::Router;
-use axum::routing::get;
-use cascade_api::ErrorCode;
+use crate::{AppState, router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,7 +29,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let config = state.server.clone();
     let full = router(state.clone());
-    let overflow = overflow_router(state);
     let slots = Arc::new(Semaphore::new(config.max_connections));
 
     let mut builder = Builder::new(TokioExecutor::new());
@@ -69,13 +65,12 @@ pub async fn serve(
         let io = TokioIo::new(stream);
         let slot = slots.clone().try_acquire_owned().ok();
         metrics::gauge!("cascade_http_connections").set((config.max_connections - slots.available_permits()) as f64);
+        let service = TowerToHyperService::new(full.clone());
         let conn = match &slot {
-            Some(_) => {
-                graceful.watch(builder.serve_connection(io, TowerToHyperService::new(full.clone())).into_owned())
-            }
+            Some(_) => graceful.watch(builder.serve_connection(io, service).into_owned()),
             None => {
-                metrics::counter!("cascade_http_connections_shed_total").increment(1);
-                graceful.watch(shed.serve_connection(io, TowerToHyperService::new(overflow.clone())).into_owned())
+                metrics::counter!("cascade_http_connections_over_cap_total").increment(1);
+                graceful.watch(shed.serve_connection(io, service).into_owned())
             }
         };
         tokio::spawn(async move {
@@ -87,17 +82,6 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
-}
-
-/// What a connection past the cap is served: the probes, and 503 for the rest.
-fn overflow_router(state: AppState) -> Router {
-    Router::new()
-        .route("/v2/health/live", get(ops::live))
-        .route("/v2/health/ready", get(ops::ready))
-        .fallback(|| async {
-            ApiError::new(ErrorCode::Overloaded, "too many open connections (server.max_connections); retry shortly")
-        })
-        .with_state(state)
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
