@@ -94,27 +94,12 @@ impl LoadedBundle {
         Generator::new(sources)
     }
 
-    /// The generator `cascade candidates` shows: ALS through the ANN index and item-kNN for
-    /// users with history; popularity, trending (decayed popularity) and content-based for cold
-    /// users. `per_source` is each quota; interleaved, so that a short list shows every source.
+    /// The generator `cascade candidates` shows: serving's ([`LoadedBundle::generator_with`])
+    /// over every source kind, with `per_source` as each quota, interleaved so that a short list
+    /// shows every source.
     pub fn generator(&self, per_source: usize) -> Generator {
-        let mut sources = Vec::new();
-        if let (Some(als), Some(index)) = (self.models.get("als"), &self.als_index)
-            && let Some(source) = AnnSource::new("als", als.clone(), index.clone())
-        {
-            sources.push(SourceSpec::warm(Box::new(source), per_source));
-        }
-        for (name, warm) in [("itemknn", true), ("pop", false), ("trending", false), ("content", false)] {
-            if let Some(model) = self.models.get(name) {
-                let source = Box::new(RetrieverSource::new(name, model.clone()));
-                sources.push(if warm {
-                    SourceSpec::warm(source, per_source)
-                } else {
-                    SourceSpec::cold(source, per_source)
-                });
-            }
-        }
-        let mut generator = Generator::new(sources);
+        let quotas = crate::default_quotas().into_keys().map(|name| (name, per_source)).collect();
+        let mut generator = self.generator_with(&quotas, &[]);
         generator.fill = Fill::Interleaved;
         generator
     }

@@ -465,6 +465,19 @@ impl Config {
         T::deserialize(toml::Value::Table(raw.clone())).map_err(|e| self.section_error::<T>(name, &e))
     }
 
+    /// Whether section `S` reads as its default from [`TEMPLATE`] and from an empty file: the
+    /// template shows every key at its default, so changing one means changing the other. The
+    /// crate that owns a section runs this in its tests.
+    pub fn check_template_defaults<S: Section + PartialEq + std::fmt::Debug>() -> Result<(), String> {
+        for (name, text) in [("the template", TEMPLATE), ("an empty file", "")] {
+            let read = Config::from_toml(text, name).and_then(|c| c.get::<S>()).map_err(|e| e.to_string())?;
+            if read != S::default() {
+                return Err(format!("[{}] from {name} is {read:?}, not the default {:?}", S::NAME, S::default()));
+            }
+        }
+        Ok(())
+    }
+
     /// The section `S` owns, typed and checked.
     pub fn get<S: Section>(&self) -> Result<S, ConfigError> {
         let section: S = self.section(S::NAME)?;

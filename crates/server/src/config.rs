@@ -147,10 +147,7 @@ mod tests {
 
     #[test]
     fn template_is_the_defaults() {
-        let template = Config::from_toml(cascade_core::config::TEMPLATE, "template").unwrap();
-        assert_eq!(ServerConfig::from_config(&template).unwrap(), ServerConfig::default());
-        let empty = Config::from_toml("", "empty").unwrap();
-        assert_eq!(ServerConfig::from_config(&empty).unwrap(), ServerConfig::default());
+        assert_eq!(Config::check_template_defaults::<ServerConfig>(), Ok(()));
     }
 
     #[test]

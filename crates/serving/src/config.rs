@@ -58,10 +58,7 @@ mod tests {
 
     #[test]
     fn template_is_the_defaults() {
-        let template = Config::from_toml(cascade_core::config::TEMPLATE, "template").unwrap();
-        assert_eq!(ServingConfig::from_config(&template).unwrap(), ServingConfig::default());
-        let empty = Config::from_toml("", "empty").unwrap();
-        assert_eq!(ServingConfig::from_config(&empty).unwrap(), ServingConfig::default());
+        assert_eq!(Config::check_template_defaults::<ServingConfig>(), Ok(()));
     }
 
     #[test]

@@ -450,8 +450,8 @@ impl Serving {
         let n_features = stage.layout.names.len();
         let rankers = &stage.rankers;
         let light = rankers.light_scores(&values);
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by(|&a, &b| light[b].total_cmp(&light[a]).then(a.cmp(&b)));
+        // The light ranker's cut in training's order (`rank_desc`: best first, ties by position).
+        let mut order = cascade_bundle::rank_desc(&light);
         order.truncate(keep.unwrap_or(rankers.params.light_keep).max(1));
         let kept_values: Arc<[f64]> =
             order.iter().flat_map(|&r| &values[r * n_features..(r + 1) * n_features]).copied().collect();
