@@ -66,10 +66,12 @@ enum Command {
     ///
     /// Event ingestion, the catalogue, online features, recommendations from the newest bundle
     /// (hot-reloaded when `cascade train` writes a new one), health probes and Prometheus metrics
-    /// on /metrics. Ready (`/v2/health/ready`) once the event log has been read; a stop drains
-    /// requests and flushes the log.
+    /// on /metrics. Ready (`/v2/health/ready`) once the live view and the online feature state
+    /// have caught up with the event log (and while a Redis feature store answers); a stop
+    /// drains requests and flushes the log.
     ///
-    /// Listening beyond loopback needs API keys (`cascade keys create`) or --insecure.
+    /// Listening beyond loopback needs API keys (`cascade keys create`) or --insecure. Limits,
+    /// timeouts and overload shedding are in `[server]` (docs/operations.md).
     Serve {
         /// HOST:PORT to listen on (overrides server.addr).
         #[arg(long)]
