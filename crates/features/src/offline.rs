@@ -155,7 +155,7 @@ pub fn export(store: &cascade_store::Store, root: &Path) -> Result<(usize, usize
 
 /// The parts of one day as (first, last, path), leftovers of an interrupted compaction
 /// (ranges inside another part's range) removed.
-pub fn parts(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
+pub fn parts(dir: &Path) -> Result<Vec<Part>> {
     let mut parts = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(FeatureError::io(&dir))? {
         let path = entry.map_err(FeatureError::io(dir))?.path();
@@ -198,14 +198,8 @@ pub fn purge(root: &Path, below: u64, after: Timestamp) -> Result<usize> {
         if !dir.is_dir() || dir.file_name() < first_day.file_name() {
             continue;
         }
-        let parts = parts(&dir)?;
-        let mut batches = Vec::new();
-        for (_, _, p) in &parts {
-            batches.extend(read(p)?);
-        }
-        let all = arrow_select::concat::concat_batches(&schema(), &batches)?;
-        let ts = all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ts column");
-        let off = all.column(0).as_any().downcast_ref::<Int64Array>().expect("offset column");
+        let (parts, all) = read_day(&dir)?;
+        let (off, ts) = offsets_and_times(&all);
         let keep: arrow_array::BooleanArray =
             (0..all.num_rows()).map(|i| Some(!(off.value(i) < below as i64 && ts.value(i) > after.0))).collect();
         let kept = arrow_select::filter::filter_record_batch(&all, &keep)?;
@@ -215,9 +209,7 @@ pub fn purge(root: &Path, below: u64, after: Timestamp) -> Result<usize> {
         removed += all.num_rows() - kept.num_rows();
         let mut merged = None;
         if kept.num_rows() > 0 {
-            let (first, last) =
-                (parts.iter().map(|p| p.0).min().unwrap_or(0), parts.iter().map(|p| p.1).max().unwrap_or(0));
-            let path = dir.join(format!("part-{first:020}-{last:020}.parquet"));
+            let path = merged_path(&dir, &parts);
             write(&path, &kept)?;
             merged = Some(path);
         }
@@ -251,6 +243,33 @@ pub fn maintain(store: &cascade_store::Store, root: &Path, now: Timestamp) -> Re
     Ok((rows, merged))
 }
 
+/// A part file of a day: the first and last log offsets it holds, and its path.
+type Part = (u64, u64, PathBuf);
+
+/// A day directory's parts and all their rows, in part order.
+fn read_day(dir: &Path) -> Result<(Vec<Part>, RecordBatch)> {
+    let parts = parts(dir)?;
+    let mut batches = Vec::new();
+    for (_, _, p) in &parts {
+        batches.extend(read(p)?);
+    }
+    let all = arrow_select::concat::concat_batches(&schema(), &batches)?;
+    Ok((parts, all))
+}
+
+/// The offset and event time columns of the offline schema.
+fn offsets_and_times(batch: &RecordBatch) -> (&Int64Array, &TimestampMillisecondArray) {
+    let off = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("offset column");
+    let ts = batch.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ts column");
+    (off, ts)
+}
+
+/// The one part replacing `parts`: named by the offsets they span.
+fn merged_path(dir: &Path, parts: &[Part]) -> PathBuf {
+    let (first, last) = (parts.iter().map(|p| p.0).min().unwrap_or(0), parts.iter().map(|p| p.1).max().unwrap_or(0));
+    dir.join(format!("part-{first:020}-{last:020}.parquet"))
+}
+
 fn compact_where(root: &Path, due: impl Fn(&Path, usize) -> bool) -> Result<(usize, usize)> {
     let (mut days, mut merged) = (0, 0);
     let Ok(entries) = std::fs::read_dir(root) else { return Ok((0, 0)) };
@@ -259,23 +278,15 @@ fn compact_where(root: &Path, due: impl Fn(&Path, usize) -> bool) -> Result<(usi
         if !dir.is_dir() {
             continue;
         }
-        let parts = parts(&dir)?;
-        if !due(&dir, parts.len()) {
+        if !due(&dir, parts(&dir)?.len()) {
             continue;
         }
-        let mut batches = Vec::new();
-        for (_, _, p) in &parts {
-            batches.extend(read(p)?);
-        }
-        let all = arrow_select::concat::concat_batches(&schema(), &batches)?;
-        let ts = all.column(1).as_any().downcast_ref::<TimestampMillisecondArray>().expect("ts column");
-        let off = all.column(0).as_any().downcast_ref::<Int64Array>().expect("offset column");
+        let (parts, all) = read_day(&dir)?;
+        let (off, ts) = offsets_and_times(&all);
         let mut order: Vec<u32> = (0..all.num_rows() as u32).collect();
         order.sort_by_key(|&i| (ts.value(i as usize), off.value(i as usize)));
         let sorted = arrow_select::take::take_record_batch(&all, &UInt32Array::from(order))?;
-        let (first, last) =
-            (parts.iter().map(|p| p.0).min().unwrap_or(0), parts.iter().map(|p| p.1).max().unwrap_or(0));
-        write(&dir.join(format!("part-{first:020}-{last:020}.parquet")), &sorted)?;
+        write(&merged_path(&dir, &parts), &sorted)?;
         for (_, _, p) in &parts {
             std::fs::remove_file(p).map_err(FeatureError::io(&p))?;
         }

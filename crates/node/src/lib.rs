@@ -79,8 +79,7 @@ impl Error {
             Error::Store(e) => e.kind(),
             Error::Http(_) => ErrorKind::Unavailable,
             Error::Config(e) => e.kind(),
-            Error::Server(cascade_server::StartError::Config(e)) => e.kind(),
-            Error::Server(cascade_server::StartError::Keys(e)) => e.kind(),
+            Error::Server(e) => e.kind(),
             Error::Insecure(_) => ErrorKind::Invalid,
         }
     }

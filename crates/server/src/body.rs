@@ -1,4 +1,4 @@
-//! Request bodies: the media type a route accepts, the size limit, and JSON that refuses what
+//! Request bodies: the media type a route accepts, and JSON that refuses what
 //! serde_json would silently accept (duplicate keys).
 //!
 //! Every JSON route requires `Content-Type: application/json`: a page on another site can make a
@@ -6,9 +6,7 @@
 //! `application/json`, so refusing the rest keeps cross-site forms out of every write.
 
 use crate::error::ApiError;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use cascade_api::ErrorCode;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::collections::HashSet;
@@ -38,27 +36,12 @@ pub fn media(headers: &HeaderMap, ndjson: bool) -> Result<Media, ApiError> {
     }
 }
 
-/// The body bytes, or the error for a body too large or unreadable.
-pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds server.max_body_bytes")
-        } else {
-            ApiError::new(ErrorCode::MalformedJson, rejection.body_text())
-        }
-    })
-}
-
-/// A JSON request body of type `T`: `application/json`, within the size limit, no duplicate
-/// keys at any depth. `what` names the request in the error ("a recommendation request").
-pub fn json<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    what: &str,
-) -> Result<T, ApiError> {
+/// A JSON request body of type `T`: `application/json`, no duplicate keys at any depth. `what`
+/// names the request in the error ("a recommendation request"). The guard has read the body
+/// within its size and time limits.
+pub fn json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8], what: &str) -> Result<T, ApiError> {
     media(headers, false)?;
-    let body = bytes(body)?;
-    let value = value(&body).map_err(|e| malformed(what, &e))?;
+    let value = value(body).map_err(|e| malformed(what, &e))?;
     serde_json::from_value(value).map_err(|e| malformed(what, &e))
 }
 
@@ -156,7 +139,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
     use proptest::prelude::*;
 
     fn with_type(t: &str) -> HeaderMap {

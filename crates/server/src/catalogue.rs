@@ -6,7 +6,6 @@ use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use cascade_api::{ErrorCode, FieldProblem, Item, User};
 use cascade_core::{FieldError, ItemRecord, Record, UserRecord, Value};
@@ -54,9 +53,9 @@ pub async fn put_item(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Json<Item>, ApiError> {
-    let body: serde_json::Value = body::json(&headers, body, "a JSON object")?;
+    let body: serde_json::Value = body::json(&headers, &body, "a JSON object")?;
     let item = state.schema.validate_item(&id, &body, state.clock.now()).map_err(|e| {
         ApiError::new(ErrorCode::InvalidItem, format!("item `{id}` is invalid; nothing was written"))
             .with_details(problems(e))
@@ -97,9 +96,9 @@ pub async fn put_user(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Json<User>, ApiError> {
-    let body: serde_json::Value = body::json(&headers, body, "a JSON object")?;
+    let body: serde_json::Value = body::json(&headers, &body, "a JSON object")?;
     let user = state.schema.validate_user(&id, &body, state.clock.now()).map_err(|e| {
         ApiError::new(ErrorCode::InvalidUser, format!("user `{id}` is invalid; nothing was written"))
             .with_details(problems(e))

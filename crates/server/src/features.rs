@@ -6,7 +6,6 @@ use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use cascade_api::{
     EntityFeatures, EntityIn, ErrorCode, FeatureStatus, FeatureValueOut, FeaturesRequest, FeaturesResponse,
@@ -196,9 +195,9 @@ fn status(s: Status) -> FeatureStatus {
 pub async fn post_features(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Json<FeaturesResponse>, ApiError> {
-    let request: FeaturesRequest = body::json(&headers, body, "a features request")?;
+    let request: FeaturesRequest = body::json(&headers, &body, "a features request")?;
     let features = &state.features;
     if request.entities.is_empty() {
         return Err(invalid("entities".into(), "ask for at least one entity"));

@@ -5,7 +5,6 @@ use crate::{AppState, error::ApiError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use cascade_api::{Duplicate, ErrorCode, FieldProblem, IngestResponse};
 use cascade_core::Record;
@@ -52,9 +51,8 @@ pub fn parse_batch(headers: &HeaderMap, body: &[u8]) -> Result<Vec<serde_json::V
 pub async fn post_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    let body = body::bytes(body)?;
     let values = parse_batch(&headers, &body)?;
     if values.is_empty() {
         // Nothing to store: a client that sends nothing most likely lost its batch on the way.

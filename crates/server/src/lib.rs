@@ -70,6 +70,15 @@ pub enum StartError {
     Keys(#[from] keys::KeyError),
 }
 
+impl StartError {
+    pub fn kind(&self) -> cascade_core::ErrorKind {
+        match self {
+            StartError::Config(e) => e.kind(),
+            StartError::Keys(e) => e.kind(),
+        }
+    }
+}
+
 impl AppState {
     /// The state of a server over `store`, checking requests against the API keys in the
     /// store's data directory ([`keys::KEYS_FILE`]; none: authentication off).

@@ -9,7 +9,6 @@ use crate::extract::{Path, Query};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use cascade_api::{RankRequest, RecommendationRequest, RecommendationResponse, SimilarResponse};
 
@@ -23,9 +22,9 @@ use cascade_api::{RankRequest, RecommendationRequest, RecommendationResponse, Si
 pub async fn post_recommendations(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Json<RecommendationResponse>, ApiError> {
-    let request: RecommendationRequest = body::json(&headers, body, "a recommendation request")?;
+    let request: RecommendationRequest = body::json(&headers, &body, "a recommendation request")?;
     Ok(Json(state.recommender.recommend(request).await?))
 }
 
@@ -39,9 +38,9 @@ pub async fn post_recommendations(
 pub async fn post_rank(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Bytes,
 ) -> Result<Json<RecommendationResponse>, ApiError> {
-    let request: RankRequest = body::json(&headers, body, "a rank request")?;
+    let request: RankRequest = body::json(&headers, &body, "a rank request")?;
     Ok(Json(state.recommender.rank(request).await?))
 }
 

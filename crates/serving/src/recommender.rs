@@ -17,6 +17,9 @@
 use crate::error::{Error, Result};
 use crate::live::Live;
 use crate::pipeline::{self as serving, Pipeline, Prepared, RankedItem, Serving};
+use cascade_api::schema::{
+    MAX_CONTEXT_KEY_BYTES, MAX_CONTEXT_KEYS, MAX_EXCLUDE, MAX_FILTER_VALUES, MAX_FILTERS, MAX_VALUE_BYTES,
+};
 use cascade_api::{
     ItemTrace, RankRequest, Reason, RecommendationRequest, RecommendationResponse, RecommendedItem, RemovedItem,
     ServingPath, SimilarItem, SimilarResponse, SourceHit,
@@ -341,10 +344,6 @@ impl Recommender {
 fn invalid(field: &str, reason: impl Into<String>) -> Error {
     Error::InvalidRequest { field: field.to_string(), reason: reason.into() }
 }
-
-use cascade_api::schema::{
-    MAX_CONTEXT_KEY_BYTES, MAX_CONTEXT_KEYS, MAX_EXCLUDE, MAX_FILTER_VALUES, MAX_FILTERS, MAX_VALUE_BYTES,
-};
 
 /// The ingestion rule for ids, for an id a request names.
 fn check_id(field: &str, id: &str) -> Result<()> {

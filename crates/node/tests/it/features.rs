@@ -2,7 +2,7 @@
 //! task, served with value, event time, age and status; bad requests refused with stable codes;
 //! freshness on `/metrics`. Served from both backends.
 
-use crate::TestServer;
+use crate::{TestServer, now_ms};
 use cascade_core::Config;
 use cascade_features::{FeaturesBackend, FeaturesStoreConfig};
 use serde_json::{Value, json};
@@ -31,10 +31,6 @@ source = "request"
 [features.request.features]
 weekday = { agg = "day_of_week" }
 "#;
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn tx(ts: i64, user: &str, amount: f64, device: &str) -> Value {
     json!({"type": "transaction", "ts": ts, "user": user,

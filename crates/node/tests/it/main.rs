@@ -15,6 +15,11 @@ use cascade_store::{Store, StoreOptions};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// The wall clock in ms, for events the server's own clock will read as recent.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 #[derive(Debug)]
 pub struct TestServer {
     pub url: String,

@@ -2,11 +2,11 @@
 //! (`log.max_event_ahead`) are refused with `time_ahead`, empty batches with `empty_batch`, and a
 //! log that already holds such records is recovered by `rebuild_features` with a quarantine.
 
-use crate::TestServer;
+use crate::{TestServer, now_ms};
 use cascade_core::{Config, Event, Horizon, Record, Timestamp, Value as V};
 use cascade_store::{Store, StoreOptions};
 use serde_json::{Value, json};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const DEFS: &str = r#"
 [features.user_tx]
@@ -18,10 +18,6 @@ allowed_lateness = "3h"
 tx_1h = { agg = "count", window = "1h", tile = "1m" }
 "#;
 const Y9999: &str = "9999-12-31T23:59:59Z";
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn tx(ts: &Value, user: &str) -> Value {
     json!({"type": "transaction", "ts": ts, "user": user, "fields": {"amount": 1.0, "currency": "EUR"}})
