@@ -44,6 +44,8 @@ pub fn run(project: &Project, cmd: &KeysCommand) -> Result<()> {
     match cmd {
         KeysCommand::Create { name, scopes, json } => {
             let (token, record) = keys.create(name, scopes, &now)?;
+            let after = serde_json::json!({"id": record.id, "scopes": record.scopes});
+            audit(project, "key.create", &record.name, serde_json::Value::Null, after)?;
             if *json {
                 let mut out = serde_json::to_value(&record)?;
                 out["token"] = token.into();
@@ -72,8 +74,16 @@ pub fn run(project: &Project, cmd: &KeysCommand) -> Result<()> {
         }
         KeysCommand::Revoke { key } => {
             let record = keys.revoke(key, &now)?;
+            audit(project, "key.revoke", &record.name, serde_json::json!({"id": record.id}), serde_json::json!({"revoked_at": record.revoked_at}))?;
             println!("revoked key `{}` (id {})", record.name, record.id);
         }
     }
+    Ok(())
+}
+
+fn audit(project: &Project, action: &str, name: &str, before: serde_json::Value, after: serde_json::Value) -> Result<()> {
+    let record = cascade_store::AuditRecord::new(cascade_core::Timestamp::now(), project.who(), action, format!("key:{name}"))
+        .change(before, after);
+    project.audit().append(&record)?;
     Ok(())
 }

@@ -95,6 +95,9 @@ enum Command {
     /// List and inspect model bundles.
     #[command(subcommand)]
     Models(train::ModelsCommand),
+    /// The audit log, newest first: alias moves, rollouts, jobs and API key changes — who, when,
+    /// what, before, after, why.
+    Audit(AuditArgs),
     /// API keys: create (the token is shown once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -130,6 +133,7 @@ fn main() -> Result<()> {
             }
             serve(&project, None, insecure)
         }
+        Command::Audit(args) => audit(&Project::load(cli.config.as_deref())?, &args),
         Command::Keys(cmd) => keys::run(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Import(args) => load::import(&Project::load(cli.config.as_deref())?, &args),
         Command::Generate(args) => generate::run(&Project::load(cli.config.as_deref())?, &args),
@@ -241,4 +245,54 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown requested");
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// Only actions starting with this (`alias`, `alias.rollback`, `key`, `job`, `rollout`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only targets starting with this (`recommender@champion`, `key:`, `pipeline:home`).
+    #[arg(long)]
+    target: Option<String>,
+    /// Most entries shown.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Entries older than this id (the previous page's last id).
+    #[arg(long)]
+    before: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn audit(project: &Project, args: &AuditArgs) -> Result<()> {
+    let query = cascade_store::AuditQuery {
+        before: args.before,
+        action: args.action.clone(),
+        target: args.target.clone(),
+        limit: args.limit,
+    };
+    let entries = project.audit().read(&query)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("no audit entries");
+    }
+    for e in entries {
+        let r = e.record;
+        println!(
+            "{:>8}  {}  {:<16} {:<28} {:<20} {} → {}{}",
+            e.id,
+            r.at,
+            r.action,
+            r.target,
+            r.who,
+            r.before,
+            r.after,
+            r.why.map_or(String::new(), |w| format!("  ({w})"))
+        );
+    }
+    Ok(())
 }

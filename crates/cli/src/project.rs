@@ -59,6 +59,17 @@ impl Project {
         &self.config.project.data_dir
     }
 
+    /// The project's audit log (alias moves, API keys, ...).
+    pub fn audit(&self) -> cascade_store::AuditLog {
+        cascade_store::AuditLog::new(self.data_dir())
+    }
+
+    /// Who runs this command, for alias histories and the audit log: `cli:` and the login name.
+    pub fn who(&self) -> String {
+        let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+        format!("cli:{user}")
+    }
+
     /// `[train]`, typed (checked at load).
     pub fn train(&self) -> Result<TrainConfig> {
         Ok(TrainConfig::from_config(&self.config)?)

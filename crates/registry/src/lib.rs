@@ -22,6 +22,12 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+mod aliases;
+mod gate;
+
+pub use gate::{GateVerdict, Promote, judge, served_metric};
+pub use aliases::{Actor, AliasMove, CHALLENGER, CHAMPION, MoveKind, RECOMMENDER, alias_problem};
+
 use cascade_core::{ErrorKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -46,14 +52,26 @@ pub enum Error {
     NotFound(u64),
     #[error("invalid artifact name `{0}`: use letters, digits, '.', '-' and '_'")]
     BadName(String),
+    #[error("invalid alias `{alias}`: {reason}")]
+    BadAlias { alias: String, reason: String },
+    #[error("model family `{family}` has no alias `{alias}`")]
+    NoAlias { family: String, alias: String },
+    #[error("alias `{alias}` of `{family}` has no earlier version to roll back to")]
+    NoPrevious { family: String, alias: String },
+    #[error("bundle version {version} belongs to model family `{family}`, not `{wanted}`")]
+    WrongFamily { version: u64, family: String, wanted: String },
+    #[error("the alias moved, but the audit log could not be written: {0}")]
+    Audit(String),
 }
 
 impl Error {
     /// What a caller can do about it (see [`ErrorKind`]).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NotFound(_) => ErrorKind::NotFound,
-            Error::BadName(_) => ErrorKind::Invalid,
+            Error::NotFound(_) | Error::NoAlias { .. } => ErrorKind::NotFound,
+            Error::BadName(_) | Error::BadAlias { .. } | Error::WrongFamily { .. } => ErrorKind::Invalid,
+            Error::NoPrevious { .. } => ErrorKind::Conflict,
+            Error::Audit(_) => ErrorKind::Internal,
             // The file system failed, or a bundle does not match its manifest (or the manifest
             // the build): the registry's state, not the request.
             Error::Io { .. } | Error::Corrupt { .. } => ErrorKind::Internal,
@@ -101,14 +119,39 @@ pub struct Trial {
 }
 
 /// What the trainer fills in; [`BundleWriter::commit`] adds version, time and checksums.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestDraft {
+    /// The model family the bundle belongs to: its aliases are the family's
+    /// ([`RECOMMENDER`] for what `cascade train` writes).
+    #[serde(default = "recommender")]
+    pub family: String,
     pub data: DataInfo,
     pub config_hash: String,
     pub models: Vec<ModelEntry>,
     /// Offline metrics per model name, e.g. `{"als": {"ndcg_at_10": 0.27}}`.
     pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
     pub search: Vec<Trial>,
+    /// The promotion gate's verdict against the champion when the bundle was trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateVerdict>,
+}
+
+fn recommender() -> String {
+    RECOMMENDER.to_string()
+}
+
+impl Default for ManifestDraft {
+    fn default() -> Self {
+        ManifestDraft {
+            family: recommender(),
+            data: DataInfo::default(),
+            config_hash: String::new(),
+            models: Vec::new(),
+            metrics: BTreeMap::new(),
+            search: Vec::new(),
+            gate: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +203,7 @@ impl Bundle {
 #[derive(Debug, Clone)]
 pub struct Registry {
     root: PathBuf,
+    audit: Option<cascade_store::AuditLog>,
 }
 
 impl Registry {
@@ -167,7 +211,7 @@ impl Registry {
         let root = root.into();
         let bundles = root.join("bundles");
         fs::create_dir_all(&bundles).map_err(io(&bundles))?;
-        Ok(Registry { root })
+        Ok(Registry { root, audit: None })
     }
 
     pub fn root(&self) -> &Path {
@@ -202,8 +246,12 @@ impl Registry {
         self.versions()?.into_iter().map(|v| self.get(v).map(|b| b.manifest)).collect()
     }
 
+    fn bundle_dir(&self, version: u64) -> PathBuf {
+        self.root.join("bundles").join(format!("{version:06}"))
+    }
+
     pub fn get(&self, version: u64) -> Result<Bundle> {
-        let dir = self.root.join("bundles").join(format!("{version:06}"));
+        let dir = self.bundle_dir(version);
         let path = dir.join(MANIFEST);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,

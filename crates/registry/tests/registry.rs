@@ -89,3 +89,86 @@ fn data_hash_is_order_and_boundary_sensitive() {
     assert_ne!(h(&[a, b]), h(&[b, a]));
     assert_eq!(h(&[a, b]), h(&[a, b]));
 }
+
+fn committed(reg: &Registry, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|i| {
+            let mut b = reg.begin().unwrap();
+            b.add_artifact("als.bin", &[i as u8; 10]).unwrap();
+            b.commit(draft("als.bin")).unwrap().version
+        })
+        .collect()
+}
+
+fn actor(why: &str) -> cascade_registry::Actor {
+    cascade_registry::Actor::new("cli:test", Some(why.into()))
+}
+
+#[test]
+fn aliases_move_with_history_and_roll_back_along_it() {
+    use cascade_registry::{CHAMPION, MoveKind, RECOMMENDER};
+    let dir = tempfile::tempdir().unwrap();
+    let audit = cascade_store::AuditLog::new(dir.path());
+    let reg = Registry::open(dir.path().join("registry")).unwrap().with_audit(audit.clone());
+    let v = committed(&reg, 3);
+    assert_eq!(reg.alias(RECOMMENDER, CHAMPION).unwrap(), None);
+    for &version in &v {
+        reg.set_alias(RECOMMENDER, CHAMPION, version, &actor("trained")).unwrap();
+    }
+    assert_eq!(reg.alias(RECOMMENDER, CHAMPION).unwrap(), Some(v[2]));
+    assert_eq!(reg.resolve(RECOMMENDER, CHAMPION).unwrap().manifest.version, v[2]);
+    // One step back along the alias's own history, then another.
+    let m = reg.rollback_alias(RECOMMENDER, CHAMPION, &actor("bad")).unwrap();
+    assert_eq!((m.kind, m.from, m.to), (MoveKind::Rollback, Some(v[2]), Some(v[1])));
+    reg.rollback_alias(RECOMMENDER, CHAMPION, &actor("worse")).unwrap();
+    assert_eq!(reg.alias(RECOMMENDER, CHAMPION).unwrap(), Some(v[0]));
+    let err = reg.rollback_alias(RECOMMENDER, CHAMPION, &actor("again")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    // The history holds every move with who, from, to and why; the audit log too.
+    let history = reg.alias_history(RECOMMENDER, Some(CHAMPION)).unwrap();
+    assert_eq!(history.len(), 5);
+    assert_eq!((history[0].from, history[0].to, history[0].who.as_str()), (None, Some(v[0]), "cli:test"));
+    assert_eq!(history[4].why.as_deref(), Some("worse"));
+    let entries = audit.read(&cascade_store::AuditQuery { limit: 100, ..Default::default() }).unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[0].record.action, "alias.rollback");
+    assert_eq!(entries[0].record.target, "recommender@champion");
+    // A second registry handle sees the same state.
+    let again = Registry::open(dir.path().join("registry")).unwrap();
+    assert_eq!(again.aliases(RECOMMENDER).unwrap().get(CHAMPION), Some(&v[0]));
+}
+
+#[test]
+fn bad_moves_are_refused_and_change_nothing() {
+    use cascade_registry::RECOMMENDER;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let v = committed(&reg, 1)[0];
+    let err = reg.set_alias(RECOMMENDER, "latest", v, &actor("x")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("reserved"), "{err}");
+    assert_eq!(reg.set_alias(RECOMMENDER, "champion", 99, &actor("x")).unwrap_err().kind(), ErrorKind::NotFound);
+    let err = reg.set_alias("fraud", "champion", v, &actor("x")).unwrap_err();
+    assert!(err.to_string().contains("belongs to model family `recommender`"), "{err}");
+    assert_eq!(reg.rollback_alias(RECOMMENDER, "champion", &actor("x")).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(reg.alias_history(RECOMMENDER, None).unwrap().is_empty());
+}
+
+#[test]
+fn retention_never_deletes_what_an_alias_or_its_history_names() {
+    use cascade_registry::RECOMMENDER;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    let v = committed(&reg, 6);
+    reg.set_alias(RECOMMENDER, "champion", v[0], &actor("first")).unwrap();
+    reg.set_alias(RECOMMENDER, "champion", v[2], &actor("better")).unwrap();
+    // Keep the newest two, and v1 and v3 for the alias and its history.
+    let deleted = reg.prune(2).unwrap();
+    assert_eq!(deleted, vec![v[1], v[3]]);
+    let left: Vec<u64> = reg.list().unwrap().iter().map(|m| m.version).collect();
+    assert_eq!(left, vec![v[0], v[2], v[4], v[5]]);
+    reg.rollback_alias(RECOMMENDER, "champion", &actor("back")).unwrap();
+    assert_eq!(reg.resolve(RECOMMENDER, "champion").unwrap().manifest.version, v[0]);
+    // Versions keep increasing after a deletion.
+    assert_eq!(committed(&reg, 1)[0], v[5] + 1);
+}

@@ -223,26 +223,9 @@ fn read(path: &Path) -> Result<Option<KeyFile>, KeyError> {
 /// Replaces the file whole (temporary file, fsync, rename, directory fsync), readable by the
 /// owner only: a crash leaves the old keys or the new ones, never half a file.
 fn write(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(file).expect("key records serialize");
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp).map_err(io)?;
-        f.write_all(&text).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    cascade_store::files::write_atomic(path, &text, true)
+        .map_err(|source| KeyError::Io { path: path.to_path_buf(), source })
 }
 
 /// Who a request authenticated as, for handlers (and the audit log) to read from the request's

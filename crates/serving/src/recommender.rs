@@ -28,6 +28,7 @@ use cascade_bundle::{Candidate, Hit, LoadedBundle};
 use cascade_core::{Clock, Horizon, Impression, Record, Timestamp};
 use cascade_features::OnlineStore;
 use cascade_models::AnyModel;
+use cascade_registry::{Actor, CHALLENGER, CHAMPION, RECOMMENDER, Registry};
 use parking_lot::{Mutex, RwLock};
 use rand::SeedableRng;
 use std::collections::{BTreeMap, HashSet};
@@ -96,7 +97,8 @@ pub struct RecommenderParts {
     pub live: Arc<Live>,
     /// The online feature store: the rankers' aggregates and the precomputed lists.
     pub features: Arc<OnlineStore>,
-    /// The model registry's directory.
+    /// The model registry's directory (`DATA_DIR/registry`: alias moves serving makes go to
+    /// the audit log of the directory it sits in).
     pub registry: PathBuf,
     /// Requests without `context.time` are served at this clock's now.
     pub clock: Arc<dyn Clock>,
@@ -114,6 +116,9 @@ pub struct Recommender {
     /// The version served before the current one, kept while it has rankers: the fallback when
     /// the current one's rankers are missing.
     previous: RwLock<Option<Arc<Serving>>>,
+    /// The bundle the `challenger` alias points to (when it is not the champion): what rollouts
+    /// send their share of traffic to.
+    challenger: RwLock<Option<Arc<Serving>>>,
     pipelines: BTreeMap<String, Arc<Pipeline>>,
     default_pipeline: String,
     registry: PathBuf,
@@ -162,6 +167,7 @@ impl Recommender {
             features: parts.features,
             current: RwLock::new(None),
             previous: RwLock::new(None),
+            challenger: RwLock::new(None),
             pipelines,
             default_pipeline,
             registry: parts.registry,
@@ -212,6 +218,15 @@ impl Recommender {
         self.previous.read().clone()
     }
 
+    fn challenger(&self) -> Option<Arc<Serving>> {
+        self.challenger.read().clone()
+    }
+
+    /// The version the `challenger` alias points to, when it is loaded.
+    pub fn challenger_version(&self) -> Option<u64> {
+        self.challenger().map(|s| s.version())
+    }
+
     /// The bundle requests are served by, and the precompute job computes for: the current one,
     /// unless its rankers are missing and a previous one has them.
     fn serving_bundle(&self) -> Option<Arc<Serving>> {
@@ -233,19 +248,63 @@ impl Recommender {
         tracing::info!(version, rankers, problem = ?problem, "bundle in service");
     }
 
-    /// Loads the newest bundle of the registry when it is newer than the one in service.
-    /// Returns the version now in service.
-    pub fn reload(&self) -> Result<Option<u64>> {
+    /// The registry, writing alias moves to the audit log of the data directory it sits in.
+    fn registry(&self) -> Result<Option<Registry>> {
         if !self.registry.join("bundles").exists() {
-            return Ok(self.version());
+            return Ok(None);
         }
-        let registry = cascade_registry::Registry::open(&self.registry)?;
-        let Some(bundle) = registry.latest()? else { return Ok(self.version()) };
-        if self.version().is_some_and(|v| v >= bundle.manifest.version) {
-            return Ok(self.version());
+        let data_dir = self.registry.parent().unwrap_or(&self.registry);
+        Ok(Some(Registry::open(&self.registry)?.with_audit_in(data_dir)))
+    }
+
+    /// A loaded bundle: the one in memory when it is that version (the champion, challenger or
+    /// previous), else read from the registry.
+    fn load(&self, registry: &Registry, version: u64) -> Result<Arc<Serving>> {
+        let in_memory = [self.current(), self.challenger(), self.previous()];
+        if let Some(s) = in_memory.into_iter().flatten().find(|s| s.version() == version) {
+            return Ok(s);
         }
-        let loaded = LoadedBundle::load(&bundle)?;
-        let serving = Arc::new(Serving::new(Arc::new(loaded)));
+        let loaded = LoadedBundle::load(&registry.get(version)?)?;
+        Ok(Arc::new(Serving::new(Arc::new(loaded))))
+    }
+
+    /// Puts the bundles the `champion` and `challenger` aliases point to into service when they
+    /// moved (forward or back). A registry from before aliases gets its newest bundle as
+    /// champion. Returns the champion version now in service.
+    pub fn reload(&self) -> Result<Option<u64>> {
+        let Some(registry) = self.registry()? else { return Ok(self.version()) };
+        let champion = match registry.alias(RECOMMENDER, CHAMPION)? {
+            Some(v) => v,
+            None => {
+                let Some(latest) = registry.latest()? else { return Ok(self.version()) };
+                if !registry.alias_history(RECOMMENDER, Some(CHAMPION))?.is_empty() {
+                    // Deleted on purpose: keep serving what is in memory until one is set.
+                    return Ok(self.version());
+                }
+                let why = "no champion yet: the newest bundle (a registry from before aliases)";
+                let actor = Actor::new("cascade:registry-watch", Some(why.into()));
+                registry.set_alias(RECOMMENDER, CHAMPION, latest.manifest.version, &actor)?;
+                latest.manifest.version
+            }
+        };
+        let challenger = registry.alias(RECOMMENDER, CHALLENGER)?.filter(|&v| v != champion);
+        match challenger {
+            Some(v) if self.challenger().is_none_or(|c| c.version() != v) => {
+                let loaded = self.load(&registry, v)?;
+                tracing::info!(version = v, rankers = loaded.has_rankers(), "challenger loaded");
+                *self.challenger.write() = Some(loaded);
+            }
+            Some(_) => {}
+            None => {
+                if let Some(old) = self.challenger.write().take() {
+                    tracing::info!(version = old.version(), "challenger retired");
+                }
+            }
+        }
+        if self.version() == Some(champion) {
+            return Ok(Some(champion));
+        }
+        let serving = self.load(&registry, champion)?;
         // A bundle without rankers, and no earlier one in memory (a fresh start): the newest
         // earlier bundle with rankers becomes the fallback, as it would have after a reload.
         if !serving.has_rankers() && self.previous().is_none() && self.current().is_none_or(|c| !c.has_rankers()) {
@@ -253,7 +312,7 @@ impl Recommender {
             let with_rankers = earlier
                 .iter()
                 .rev()
-                .filter(|m| m.version < bundle.manifest.version)
+                .filter(|m| m.version < champion)
                 .find(|m| m.artifacts.iter().any(|a| a.name == cascade_bundle::artifacts::RANKING));
             if let Some(m) = with_rankers {
                 match registry.get(m.version).map_err(Error::from).and_then(|b| Ok(LoadedBundle::load(&b)?)) {

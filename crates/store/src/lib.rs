@@ -22,15 +22,18 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+pub mod audit;
 mod catalogue;
 mod codec;
 pub mod config;
 mod error;
+pub mod files;
 pub mod log;
 mod quarantine;
 mod store;
 
 pub use cascade_core::ErrorKind;
+pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord};
 pub use catalogue::Catalogue;
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};

@@ -60,18 +60,9 @@ impl Quarantine {
     /// Writes the rules atomically (temporary file, fsync, rename, fsync of the directory).
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(QUARANTINE_FILE);
-        let tmp = dir.join(format!("{QUARANTINE_FILE}.tmp"));
         let text = serde_json::to_string_pretty(&Quarantine { format: FORMAT, rules: self.rules.clone() })
             .map_err(|e| Error::Quarantine(e.to_string()))?;
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        };
-        write().map_err(Error::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
+        crate::files::write_atomic(&path, text.as_bytes(), false).map_err(Error::io(&path))
     }
 
     pub(crate) fn with(&self, rule: QuarantineRule) -> Quarantine {

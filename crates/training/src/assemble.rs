@@ -10,16 +10,20 @@ use crate::retrieval::{self, Evaluation, ModelKind, matrix, report_metrics};
 use cascade_bundle::{ItemTokens, SourceKind, artifacts};
 use cascade_eval::Split;
 use cascade_models::{AnyModel, Persist as _, Popularity};
-use cascade_registry::{BundleWriter, Manifest, ManifestDraft, ModelEntry, Registry, Trial};
+use cascade_registry::{
+    Actor, BundleWriter, CHAMPION, Manifest, ManifestDraft, ModelEntry, RECOMMENDER, Registry, Trial, judge,
+};
 use serde_json::json;
 
 /// How `cascade train` trains.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TrainOptions {
     /// Grid-search each retriever on the validation slice (else its base parameters).
     pub tune: bool,
     /// List length K of the offline metrics and of the tuning objective (NDCG@K).
     pub k: usize,
+    /// Who trains, for the alias history and the audit log (`cli:USER`, `key:NAME`).
+    pub who: String,
 }
 
 /// The whole cascade measured on the held-out latest interactions.
@@ -127,7 +131,7 @@ pub fn train_bundle(
             // The retrievers are useful without rankers: a ranker that cannot be trained (say, no
             // evaluation user has a held-out item among its candidates) is reported, not fatal.
             let catalogue = Catalogue { tokens: data.tokens.clone(), released_at: data.released_at };
-            match rankers(&mut bundle, &mut draft, &holdout, &full, &catalogue, &evaluations, config, options, progress)
+            match rankers(&mut bundle, &mut draft, &holdout, &full, &catalogue, &evaluations, config, &options, progress)
             {
                 Ok(summary) => cascade = Some(summary),
                 Err(e) => rankers_skipped = Some(e.to_string()),
@@ -140,7 +144,25 @@ pub fn train_bundle(
     let ids = |ids: &[String]| serde_json::to_vec(ids).expect("a list of strings serialises");
     bundle.add_artifact(artifacts::USERS, &ids(full.train().users.ids()))?;
     bundle.add_artifact(artifacts::ITEMS, &ids(full.train().items.ids()))?;
+    let champion = match registry.alias(RECOMMENDER, CHAMPION)? {
+        Some(v) => Some(registry.get(v)?.manifest),
+        None => None,
+    };
+    let metric = format!("ndcg_at_{}", options.k);
+    let verdict = judge(&draft, champion.as_ref(), &metric, config.promotion_tolerance, config.promote);
+    progress(&format!("promotion gate: {}", verdict.reason));
+    draft.gate = Some(verdict.clone());
     let manifest = bundle.commit(draft)?;
+    if let Some(alias) = &verdict.promoted_to {
+        let actor = Actor::new(options.who.clone(), Some(format!("promotion gate: {}", verdict.reason)));
+        registry.set_alias(RECOMMENDER, alias, manifest.version, &actor)?;
+    }
+    if config.keep_bundles > 0 {
+        let deleted = registry.prune(config.keep_bundles)?;
+        if !deleted.is_empty() {
+            progress(&format!("retention: deleted bundles {deleted:?} (train.keep_bundles = {})", config.keep_bundles));
+        }
+    }
     Ok(Trained { manifest, evaluations, cascade, rankers_skipped })
 }
 
@@ -188,7 +210,7 @@ fn rankers(
     catalogue: &Catalogue,
     evaluations: &[Evaluation],
     config: &TrainConfig,
-    options: TrainOptions,
+    options: &TrainOptions,
     progress: &dyn Fn(&str),
 ) -> Result<CascadeSummary> {
     let mut params = ranking_params(config, options.k);

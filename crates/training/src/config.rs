@@ -3,6 +3,7 @@
 //! halves share, with [`Config::interactions`]).
 
 use cascade_core::config::{Config, ConfigError, Section, default_interactions};
+pub use cascade_registry::Promote;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,6 +25,12 @@ pub struct TrainConfig {
     /// How the rankers see per-candidate features: as within-request percentiles, as they are,
     /// or both (twice the columns).
     pub ranker_features: FeatureScale,
+    /// Where a bundle that passes the promotion gate goes.
+    pub promote: Promote,
+    /// How much worse than the champion's offline metric a new bundle may be and still pass.
+    pub promotion_tolerance: f64,
+    /// Bundles kept besides those an alias or its history names (0: every bundle).
+    pub keep_bundles: usize,
 }
 
 /// `[train] ranker_features`.
@@ -46,6 +53,9 @@ impl Default for TrainConfig {
             rankers: true,
             ranker_users: 20_000,
             ranker_features: FeatureScale::Relative,
+            promote: Promote::Challenger,
+            promotion_tolerance: 0.005,
+            keep_bundles: 20,
         }
     }
 }
@@ -59,6 +69,9 @@ impl Section for TrainConfig {
         config.interactions()?;
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(ConfigError::invalid("train.validation_fraction".into(), "must be in [0, 1)"));
+        }
+        if !(self.promotion_tolerance >= 0.0 && self.promotion_tolerance.is_finite()) {
+            return Err(ConfigError::invalid("train.promotion_tolerance".into(), "must be a number ≥ 0"));
         }
         for model in &self.models {
             if !["pop", "itemknn", "als", "bpr", "content"].contains(&model.as_str()) {
