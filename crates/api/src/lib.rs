@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+mod lifecycle;
 pub mod schema;
+
+pub use lifecycle::*;
 
 /// Stable, machine-readable error codes. Clients may match on these strings; they never change
 /// meaning once published.
@@ -432,9 +435,17 @@ pub struct ServingPath {
     /// `retrieval_timeout`, `index_missing`, `previous_version`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
+    /// Which bundle answered: `champion`, or `challenger` when a rollout routed the request
+    /// to it (`model_version` names the version).
+    #[serde(default = "champion")]
+    pub arm: String,
     /// Time spent per stage, ms (with `explain: true`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stages_ms: BTreeMap<String, f64>,
+}
+
+fn champion() -> String {
+    "champion".into()
 }
 
 /// An item a rule removed (with `explain: true`).

@@ -74,16 +74,29 @@ pub fn run(project: &Project, cmd: &KeysCommand) -> Result<()> {
         }
         KeysCommand::Revoke { key } => {
             let record = keys.revoke(key, &now)?;
-            audit(project, "key.revoke", &record.name, serde_json::json!({"id": record.id}), serde_json::json!({"revoked_at": record.revoked_at}))?;
+            audit(
+                project,
+                "key.revoke",
+                &record.name,
+                serde_json::json!({"id": record.id}),
+                serde_json::json!({"revoked_at": record.revoked_at}),
+            )?;
             println!("revoked key `{}` (id {})", record.name, record.id);
         }
     }
     Ok(())
 }
 
-fn audit(project: &Project, action: &str, name: &str, before: serde_json::Value, after: serde_json::Value) -> Result<()> {
-    let record = cascade_store::AuditRecord::new(cascade_core::Timestamp::now(), project.who(), action, format!("key:{name}"))
-        .change(before, after);
+fn audit(
+    project: &Project,
+    action: &str,
+    name: &str,
+    before: serde_json::Value,
+    after: serde_json::Value,
+) -> Result<()> {
+    let record =
+        cascade_store::AuditRecord::new(cascade_core::Timestamp::now(), project.who(), action, format!("key:{name}"))
+            .change(before, after);
     project.audit().append(&record)?;
     Ok(())
 }

@@ -143,7 +143,9 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
         println!("bundle v{} written to {}", manifest.version, registry.root().join("bundles").display());
         if let Some(gate) = &manifest.draft.gate {
             match &gate.promoted_to {
-                Some(alias) => println!("promotion gate passed ({}): v{} is now {alias}", gate.reason, manifest.version),
+                Some(alias) => {
+                    println!("promotion gate passed ({}): v{} is now {alias}", gate.reason, manifest.version)
+                }
                 None if gate.passed => println!(
                     "promotion gate passed ({}); train.promote = \"manual\": `cascade models alias set champion {}` to serve it",
                     gate.reason, manifest.version

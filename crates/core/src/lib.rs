@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod features;
+pub mod hashing;
 pub mod horizon;
 pub mod impression;
 pub mod interactions;

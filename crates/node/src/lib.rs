@@ -9,7 +9,9 @@
 //! | `live-view` | a [`LogConsumer`]: serving's histories, item facts and engagement |
 //! | `feature-tail` | a [`LogConsumer`]: the online feature state, checkpointed |
 //! | `feature-store-probe` | (Redis) notices Redis coming back, or losing the feature state |
-//! | `registry-watch` | hot reload of newer bundles |
+//! | `registry-watch` | serves the bundles the `champion` and `challenger` aliases point to |
+//! | `rollout` | (pipelines with a rollout) judges each window, ramps, promotes or rolls back |
+//! | `shadow` | (shadow rollouts) the challenger scores sampled copies of requests |
 //! | `precompute` | heavy sources' per-user lists into the online store |
 //! | `offline-export` | new events into day-partitioned Parquet, compacted |
 //! | `store-maintenance` | catalogue snapshot and log retention |
@@ -289,6 +291,19 @@ impl Node {
                 }
             });
         }
+        if self.recommender.has_rollouts() {
+            let r = self.recommender.clone();
+            sup.every("rollout", cascade_serving::ROLLOUT_TICK, move || {
+                let r = r.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || r.rollout_round()).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(format!("rollout round: {e}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            });
+        }
         if !serving.precompute_interval.is_zero() {
             let (r, interval, users) =
                 (self.recommender.clone(), serving.precompute_interval, serving.precompute_users);
@@ -357,6 +372,17 @@ impl Node {
                 }
             });
         }
+        if let Some(capacity) = self.recommender.shadow_queue() {
+            // One copy at a time: shadow scoring takes at most one blocking thread from the
+            // requests, and a full queue drops copies rather than slowing them.
+            let mut queue = self.recommender.open_shadow(capacity);
+            let r = self.recommender.clone();
+            sup.until_done("shadow", async move {
+                while let Some(job) = queue.recv().await {
+                    r.shadow(job).await;
+                }
+            });
+        }
         if let Some(queue) = self.features.open_vector_log() {
             let path = store.dir().join(VECTOR_LOG_FILE);
             sup.until_done("vector-log", async move {
@@ -419,6 +445,7 @@ impl Node {
         // Every answered request's impressions and vectors are queued; closing the queues lets
         // their writers drain them and end before the log closes.
         recommender.close_impressions();
+        recommender.close_shadow();
         features.close_vector_log();
         // The feature tail checkpoints once more as it stops.
         supervisor.shutdown().await;

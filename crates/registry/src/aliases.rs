@@ -139,13 +139,18 @@ impl Registry {
         let path = self.root.join(ALIASES);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AliasFile { format: FORMAT, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(AliasFile { format: FORMAT, ..Default::default() });
+            }
             Err(e) => return Err(Error::Io { path, source: e }),
         };
         let file: AliasFile =
             serde_json::from_str(&text).map_err(|e| Error::Corrupt { path: path.clone(), reason: e.to_string() })?;
         if file.format != FORMAT {
-            return Err(Error::Corrupt { path, reason: format!("alias format {}, this build reads {FORMAT}", file.format) });
+            return Err(Error::Corrupt {
+                path,
+                reason: format!("alias format {}, this build reads {FORMAT}", file.format),
+            });
         }
         Ok(file)
     }
@@ -185,20 +190,15 @@ impl Registry {
 
     /// The bundle `alias` of `family` points to.
     pub fn resolve(&self, family: &str, alias: &str) -> Result<crate::Bundle> {
-        let version = self
-            .alias(family, alias)?
-            .ok_or_else(|| Error::NoAlias { family: family.into(), alias: alias.into() })?;
+        let version =
+            self.alias(family, alias)?.ok_or_else(|| Error::NoAlias { family: family.into(), alias: alias.into() })?;
         self.get(version)
     }
 
     /// The moves of `family`'s aliases (of one alias when given), oldest first.
     pub fn alias_history(&self, family: &str, alias: Option<&str>) -> Result<Vec<AliasMove>> {
         let file = self.read_aliases()?;
-        Ok(file
-            .history
-            .into_iter()
-            .filter(|m| m.family == family && alias.is_none_or(|a| m.alias == a))
-            .collect())
+        Ok(file.history.into_iter().filter(|m| m.family == family && alias.is_none_or(|a| m.alias == a)).collect())
     }
 
     /// Points `alias` of `family` at `version` (which must exist and belong to the family).
@@ -269,8 +269,8 @@ impl Registry {
             Ok(m)
         })?;
         if let Some(audit) = &self.audit {
-            let mut record = AuditRecord::new(actor.at, &actor.who, kind.action(), format!("{family}@{alias}"))
-                .change(m.from, m.to);
+            let mut record =
+                AuditRecord::new(actor.at, &actor.who, kind.action(), format!("{family}@{alias}")).change(m.from, m.to);
             record.why = actor.why.clone();
             audit.append(&record).map_err(|e| Error::Audit(e.to_string()))?;
         }

@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn the_cascade_is_judged_when_present_else_the_best_retriever() {
         assert_eq!(served_metric(&draft(&[("als", 0.3), ("cascade", 0.2)]).metrics, "ndcg_at_10").unwrap().1, 0.2);
-        assert_eq!(served_metric(&draft(&[("als", 0.3), ("pop", 0.1)]).metrics, "ndcg_at_10"), Some(("als".into(), 0.3)));
+        assert_eq!(
+            served_metric(&draft(&[("als", 0.3), ("pop", 0.1)]).metrics, "ndcg_at_10"),
+            Some(("als".into(), 0.3))
+        );
         assert_eq!(served_metric(&draft(&[]).metrics, "ndcg_at_10"), None);
     }
 

@@ -25,8 +25,8 @@
 mod aliases;
 mod gate;
 
-pub use gate::{GateVerdict, Promote, judge, served_metric};
 pub use aliases::{Actor, AliasMove, CHALLENGER, CHAMPION, MoveKind, RECOMMENDER, alias_problem};
+pub use gate::{GateVerdict, Promote, judge, served_metric};
 
 use cascade_core::{ErrorKind, Timestamp};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServingConfig {
-    /// How often the server looks for a newer trained bundle and swaps it in ("0s" = never).
+    /// How often the server reads where the `champion` and `challenger` aliases point and swaps
+    /// the bundles in ("0s" = never; an alias moved through the server's API applies at once).
     #[serde(with = "duration_str")]
     pub reload_interval: Duration,
     /// Log every response's impressions into the event log (type `impression`).
@@ -30,7 +31,7 @@ pub struct ServingConfig {
 impl Default for ServingConfig {
     fn default() -> Self {
         ServingConfig {
-            reload_interval: Duration::from_secs(10),
+            reload_interval: Duration::from_secs(1),
             log_impressions: true,
             impression_queue: 10_000,
             default_pipeline: "default".into(),

@@ -18,10 +18,11 @@ pub mod explore;
 pub mod live;
 pub mod pipeline;
 mod recommender;
+pub mod rollout;
 pub mod rules;
 
 pub use config::ServingConfig;
 pub use error::{Error, Result};
 #[cfg(feature = "testing")]
 pub use recommender::Faults;
-pub use recommender::{Recommender, RecommenderParts, Stage};
+pub use recommender::{ROLLOUT_TICK, ROLLOUTS_FILE, Recommender, RecommenderParts, ShadowJob, Stage};

@@ -11,6 +11,7 @@
 use crate::error::{Error, Result};
 use crate::explore::{self, ExplorationConfig, Pick};
 use crate::live::{Live, UserHistory};
+use crate::rollout::RolloutConfig;
 use crate::rules::{ItemFacts, Rule, RuleContext, RuleError, Rules};
 use cascade_bundle::{
     Candidate, CandidateInputs, CandidateSource, Generator, Layout, Lists, LoadedBundle, Rankers, Request,
@@ -59,6 +60,8 @@ pub struct PipelineConfig {
     pub fallback_items: Vec<String>,
     /// Explanations (`explain: true`) name this many of the heavy ranker's top reasons.
     pub explain_reasons: usize,
+    /// How a challenger bundle is rolled out on this pipeline (see [`crate::rollout`]).
+    pub rollout: RolloutConfig,
 }
 
 impl Default for PipelineConfig {
@@ -79,6 +82,7 @@ impl Default for PipelineConfig {
             exploration: ExplorationConfig::default(),
             fallback_items: Vec::new(),
             explain_reasons: 3,
+            rollout: RolloutConfig::default(),
         }
     }
 }
@@ -140,6 +144,9 @@ impl Pipeline {
             }
         }
         config.exploration.validate().map_err(|e| field("exploration", &e.to_string()))?;
+        if let Some((key, why)) = config.rollout.problem() {
+            return Err(field(&format!("rollout.{key}"), &why));
+        }
         let rules = config.rules.clone().unwrap_or_else(|| {
             vec![Rule::ExcludeSeen { window: None }, Rule::ExcludeUnavailable, Rule::ExcludeRequested]
         });
@@ -161,6 +168,16 @@ impl Pipeline {
         }
         if !out.contains_key("default") {
             out.insert("default".into(), Arc::new(Pipeline::new("default", PipelineConfig::default())?));
+        }
+        for p in out.values() {
+            if let Some(other) = &p.config.rollout.challenger_pipeline
+                && !out.contains_key(other)
+            {
+                return Err(Error::config(
+                    format!("pipelines.{}.rollout.challenger_pipeline", p.name),
+                    format!("no pipeline `{other}` is configured"),
+                ));
+            }
         }
         Ok(out)
     }

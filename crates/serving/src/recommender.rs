@@ -14,9 +14,14 @@
 //! | feature store fails or is late | retrieval order | `features_unavailable`, `features_timeout` |
 //! | ranker fails or is late | retrieval order | `ranker_failed`, `ranker_timeout` |
 
+mod rollouts;
+
+pub use rollouts::{ROLLOUT_TICK, ROLLOUTS_FILE, ShadowJob};
+
 use crate::error::{Error, Result};
 use crate::live::Live;
 use crate::pipeline::{self as serving, Pipeline, Prepared, RankedItem, Serving};
+use crate::rollout::Arm;
 use cascade_api::schema::{
     MAX_CONTEXT_KEY_BYTES, MAX_CONTEXT_KEYS, MAX_EXCLUDE, MAX_FILTER_VALUES, MAX_FILTERS, MAX_VALUE_BYTES,
 };
@@ -31,6 +36,7 @@ use cascade_models::AnyModel;
 use cascade_registry::{Actor, CHALLENGER, CHAMPION, RECOMMENDER, Registry};
 use parking_lot::{Mutex, RwLock};
 use rand::SeedableRng;
+use rollouts::{Rollouts, Route};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +68,8 @@ impl Stage {
 pub struct Faults {
     stall: Mutex<std::collections::HashMap<Stage, Duration>>,
     fail: Mutex<HashSet<Stage>>,
+    /// Only this bundle version is faulty (a bad challenger); `None`: every version.
+    version: Mutex<Option<u64>>,
 }
 
 #[cfg(feature = "testing")]
@@ -76,17 +84,27 @@ impl Faults {
         self.fail.lock().insert(stage);
     }
 
+    /// The faults apply to bundle `version` only (a slow or failing challenger).
+    pub fn only_for(&self, version: u64) {
+        *self.version.lock() = Some(version);
+    }
+
     pub fn clear(&self) {
         self.stall.lock().clear();
         self.fail.lock().clear();
+        self.version.lock().take();
     }
 
-    fn delay(&self, stage: Stage) -> Option<Duration> {
-        self.stall.lock().get(&stage).copied()
+    fn applies(&self, version: Option<u64>) -> bool {
+        self.version.lock().is_none_or(|v| Some(v) == version)
     }
 
-    fn fails(&self, stage: Stage) -> bool {
-        self.fail.lock().contains(&stage)
+    fn delay(&self, stage: Stage, version: Option<u64>) -> Option<Duration> {
+        self.stall.lock().get(&stage).copied().filter(|_| self.applies(version))
+    }
+
+    fn fails(&self, stage: Stage, version: Option<u64>) -> bool {
+        self.fail.lock().contains(&stage) && self.applies(version)
     }
 }
 
@@ -129,6 +147,8 @@ pub struct Recommender {
     faults: Faults,
     requests: AtomicU64,
     started_ms: i64,
+    /// Each pipeline's rollout: state, windows, shadow totals.
+    rollouts: Rollouts,
     /// The log's end when the node started: until the live view has read that far, histories
     /// (and so `exclude_seen`) are incomplete and the node is not ready.
     catch_up_to: AtomicU64,
@@ -162,7 +182,10 @@ impl Recommender {
             ));
         }
         let started_ms = parts.clock.now().0;
+        let data_dir = parts.registry.parent().filter(|d| !d.as_os_str().is_empty()).map(|d| d.to_path_buf());
+        let rollouts = Rollouts::new(&pipelines, data_dir, started_ms);
         Ok(Recommender {
+            rollouts,
             live: parts.live,
             features: parts.features,
             current: RwLock::new(None),
@@ -372,12 +395,13 @@ impl Recommender {
     async fn stage<T: Send + 'static>(
         &self,
         stage: Stage,
+        #[cfg_attr(not(feature = "testing"), allow(unused_variables))] version: Option<u64>,
         deadline: Duration,
         f: impl FnOnce() -> Option<T> + Send + 'static,
     ) -> Ran<T> {
         #[cfg(feature = "testing")]
         let f = {
-            let (delay, fail) = (self.faults.delay(stage), self.faults.fails(stage));
+            let (delay, fail) = (self.faults.delay(stage, version), self.faults.fails(stage, version));
             move || {
                 if let Some(d) = delay {
                     std::thread::sleep(d);
@@ -521,17 +545,21 @@ async fn read_lists(
 
 async fn cascade(
     rec: &Recommender,
-    pipeline: &Arc<Pipeline>,
+    route: &Route,
     user: &str,
     exclude: &[String],
     given: Option<&[String]>,
     now: i64,
 ) -> Outcome {
-    let mut path = ServingPath::default();
+    let pipeline = &route.pipeline;
+    let mut path = ServingPath { arm: route.arm.name().into(), ..ServingPath::default() };
     let history = rec.live.history(user);
     let current = rec.current();
-    let serving = rec.serving_bundle();
-    if current.as_ref().is_some_and(|c| !c.has_rankers()) {
+    let serving = match route.arm {
+        Arm::Champion => rec.serving_bundle(),
+        Arm::Challenger => route.serving.clone(),
+    };
+    if route.arm == Arm::Champion && current.as_ref().is_some_and(|c| !c.has_rankers()) {
         fallback(&mut path, "ranker_missing");
         if serving.as_ref().zip(current.as_ref()).is_some_and(|(s, c)| !Arc::ptr_eq(s, c)) {
             fallback(&mut path, "previous_version");
@@ -577,7 +605,10 @@ async fn cascade(
         None => {
             let (s, p, pl) = (serving.clone(), prepared.clone(), pipeline.clone());
             let deadline = Duration::from_millis(pipeline.config.retrieval_ms);
-            match rec.stage(Stage::Retrieval, deadline, move || Some(s.retrieve(&p, &pl))).await {
+            match rec
+                .stage(Stage::Retrieval, Some(serving.version()), deadline, move || Some(s.retrieve(&p, &pl)))
+                .await
+            {
                 Ran::Done(out) => out,
                 ran @ (Ran::Failed | Ran::Late) => {
                     let reason = if matches!(ran, Ran::Late) { "retrieval_timeout" } else { "retrieval_failed" };
@@ -609,7 +640,10 @@ async fn cascade(
     let ids: Vec<String> = candidates.iter().map(|c| serving.item_id(c.item).to_string()).collect();
     let deadline = Duration::from_millis(pipeline.config.features_ms);
     #[cfg(feature = "testing")]
-    let (delay, fail) = (rec.faults.delay(Stage::Features), rec.faults.fails(Stage::Features));
+    let (delay, fail) = {
+        let version = Some(serving.version());
+        (rec.faults.delay(Stage::Features, version), rec.faults.fails(Stage::Features, version))
+    };
     let (features, s, u) = (rec.features.clone(), serving.clone(), user.to_string());
     // On the blocking pool: the embedded store reads under a lock, and a read stuck behind it
     // must not hold a runtime thread past the deadline.
@@ -664,7 +698,10 @@ async fn cascade(
     let candidates = Arc::new(candidates);
     let kept = candidates.clone();
     let deadline = Duration::from_millis(pipeline.config.ranking_ms);
-    let ranked = match rec.stage(Stage::Ranking, deadline, move || s.rank(&p, &kept, &aggregates, &live, keep)).await {
+    let ranked = match rec
+        .stage(Stage::Ranking, Some(serving.version()), deadline, move || s.rank(&p, &kept, &aggregates, &live, keep))
+        .await
+    {
         Ran::Done(ranked) => (ranked, "heavy"),
         ran @ (Ran::Failed | Ran::Late) => {
             fallback(&mut path, if matches!(ran, Ran::Late) { "ranker_timeout" } else { "ranker_failed" });
@@ -731,7 +768,12 @@ impl Recommender {
         let now = request_time(&*rec.clock, rec.horizon, &request.context)?;
         let request_id = rec.request_id();
         let started = Instant::now();
-        let mut out = cascade(rec, &pipeline, &request.user, &request.exclude, None, now).await;
+        let route = rec.route(&pipeline, &request.user);
+        let name = pipeline.name.clone();
+        // The arm's configuration serves (a rollout may try another pipeline's); the response and
+        // the impressions keep the pipeline the client asked for.
+        let pipeline = route.pipeline.clone();
+        let mut out = cascade(rec, &route, &request.user, &request.exclude, None, now).await;
 
         // Ranked list → request filters → rules and exploration.
         let mut ranked: Vec<(String, f64)> = Vec::new();
@@ -800,7 +842,7 @@ impl Recommender {
                     user: request.user.clone(),
                     item: shown.id.clone(),
                     ts: Timestamp(now),
-                    pipeline: pipeline.name.clone(),
+                    pipeline: name.clone(),
                     position,
                     score: shown.score,
                     propensity: shown.propensity,
@@ -826,10 +868,17 @@ impl Recommender {
             });
         }
         rec.log_impressions(impressions);
-        metrics::counter!("cascade_recommendations_total", "pipeline" => pipeline.name.clone(), "ranked_by" => out.ranked_by).increment(1);
+        metrics::counter!("cascade_recommendations_total", "pipeline" => name.clone(), "ranked_by" => out.ranked_by)
+            .increment(1);
+        rec.record_arm(&name, route.arm, started.elapsed().as_secs_f64() * 1e3, &out.path.fallbacks);
+        if route.arm == Arm::Champion {
+            let top: Vec<(String, f64)> = ranked.iter().take(k).cloned().collect();
+            let requested = &rec.pipelines[&name];
+            rec.maybe_shadow(requested, &request_id, &request.user, &request.exclude, k, now, top);
+        }
         Ok(RecommendationResponse {
             request_id,
-            pipeline: pipeline.name.clone(),
+            pipeline: name,
             model_version: version,
             items,
             path: out.path,
@@ -863,7 +912,11 @@ impl Recommender {
         }
         let now = request_time(&*rec.clock, rec.horizon, &request.context)?;
         let request_id = rec.request_id();
-        let out = cascade(rec, &pipeline, &request.user, &[], Some(&request.items), now).await;
+        let started = Instant::now();
+        let route = rec.route(&pipeline, &request.user);
+        let name = pipeline.name.clone();
+        let pipeline = route.pipeline.clone();
+        let out = cascade(rec, &route, &request.user, &[], Some(&request.items), now).await;
         let mut items = Vec::with_capacity(request.items.len());
         let mut placed = HashSet::new();
         if let Some(serving) = &out.serving {
@@ -900,9 +953,10 @@ impl Recommender {
         if !request.explain {
             path.stages_ms.clear();
         }
+        rec.record_arm(&name, route.arm, started.elapsed().as_secs_f64() * 1e3, &path.fallbacks);
         Ok(RecommendationResponse {
             request_id,
-            pipeline: pipeline.name.clone(),
+            pipeline: name,
             model_version: out.serving.as_ref().map(|s| s.version()),
             items,
             path,

@@ -32,8 +32,8 @@ pub mod log;
 mod quarantine;
 mod store;
 
-pub use cascade_core::ErrorKind;
 pub use audit::{AuditEntry, AuditLog, AuditQuery, AuditRecord};
+pub use cascade_core::ErrorKind;
 pub use catalogue::Catalogue;
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{Error, Result};

@@ -176,10 +176,36 @@ fn train_bundles_models_with_lineage_and_metrics() {
     let als_trials = manifest["search"].as_array().unwrap().iter().filter(|t| t["model"] == "als").count();
     assert_eq!(als_trials, 10, "the ALS grid is recorded");
     let list = ok(dir.path(), &["models", "list"]);
-    assert!(list.contains("v1") && list.contains("best NDCG@10"), "{list}");
+    assert!(list.contains("v1") && list.contains("@champion") && list.contains("NDCG@10"), "{list}");
+    // The first bundle passed the gate with no champion to beat, and became champion.
+    assert_eq!(manifest["gate"]["promoted_to"], "champion", "{}", manifest["gate"]);
     let shown: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["models", "show", "1"])).unwrap();
     assert_eq!(shown, manifest);
     assert!(!cascade(dir.path(), &["models", "show", "7"]).status.success());
+    let by_alias: serde_json::Value = serde_json::from_str(&ok(dir.path(), &["models", "show", "champion"])).unwrap();
+    assert_eq!(by_alias, manifest);
+    // Aliases from the CLI: a move, its history, a refused rollback and name, the audit log.
+    ok(dir.path(), &["models", "alias", "set", "staging", "1", "--why", "smoke test"]);
+    let aliases: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["models", "alias", "list", "--json"])).unwrap();
+    assert_eq!(aliases, serde_json::json!({"champion": 1, "staging": 1}));
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["models", "alias", "history", "--json"])).unwrap();
+    let moves = history.as_array().unwrap();
+    assert_eq!(moves.len(), 2);
+    assert_eq!((moves[1]["alias"].as_str(), moves[1]["to"].as_u64()), (Some("staging"), Some(1)));
+    assert!(moves[0]["who"].as_str().unwrap().starts_with("cli:"), "{}", moves[0]);
+    let refused = cascade(dir.path(), &["models", "rollback"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no earlier version"), "{refused:?}");
+    let refused = cascade(dir.path(), &["models", "alias", "set", "latest", "1"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("reserved"), "{refused:?}");
+    ok(dir.path(), &["models", "alias", "delete", "staging"]);
+    let audit: serde_json::Value =
+        serde_json::from_str(&ok(dir.path(), &["audit", "--action", "alias", "--json"])).unwrap();
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["alias.delete", "alias.set", "alias.set"]);
+    assert_eq!(audit[1]["why"], "smoke test");
     // Candidates for a user with history come from the warm sources, with attribution.
     let c: serde_json::Value =
         serde_json::from_str(&ok(dir.path(), &["candidates", "--user", "u3", "--n", "20", "--json"])).unwrap();

@@ -311,7 +311,16 @@ fn the_cascade_serves_explains_falls_back_logs_and_reloads() {
             }));
         }
         let root_owned = root.to_path_buf();
-        tokio::task::spawn_blocking(move || ok(&root_owned, &["train", "--no-tune", "--json"])).await.unwrap();
+        let trained =
+            tokio::task::spawn_blocking(move || ok(&root_owned, &["train", "--no-tune", "--json"])).await.unwrap();
+        // The new bundle went through the promotion gate (to challenger, or held): serving still
+        // answers with the champion until a person moves the alias.
+        let trained: Value = serde_json::from_str(&trained).unwrap();
+        assert_eq!(trained["version"], 2);
+        assert_ne!(trained["gate"]["promoted_to"], "champion", "{}", trained["gate"]);
+        let (_, r) = server.post("/v1/recommendations", &json!({"user": "u3"})).await;
+        assert_eq!(r["model_version"], 1);
+        ok(root, &["models", "alias", "set", "champion", "2", "--why", "reviewed"]);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, r) = server.post("/v1/recommendations", &json!({"user": "u3"})).await;
