@@ -116,7 +116,7 @@ pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
             eprintln!("{msg}");
         }
     };
-    let trained = train_bundle(&registry, &project.train()?, config_hash, data, options, &progress)?;
+    let trained = train_bundle(&registry, &project.train()?, config_hash, data, &options, &progress)?;
     if let Some(why) = &trained.rankers_skipped {
         eprintln!("warning: the rankers are not trained: {why}");
     }

@@ -872,9 +872,15 @@ impl Recommender {
             .increment(1);
         rec.record_arm(&name, route.arm, started.elapsed().as_secs_f64() * 1e3, &out.path.fallbacks);
         if route.arm == Arm::Champion {
-            let top: Vec<(String, f64)> = ranked.iter().take(k).cloned().collect();
-            let requested = &rec.pipelines[&name];
-            rec.maybe_shadow(requested, &request_id, &request.user, &request.exclude, k, now, top);
+            rec.maybe_shadow(&rec.pipelines[&name], || ShadowJob {
+                pipeline: rec.pipelines[&name].clone(),
+                request_id: request_id.clone(),
+                user: request.user.clone(),
+                exclude: request.exclude.clone(),
+                k,
+                now,
+                champion: ranked.iter().take(k).cloned().collect(),
+            });
         }
         Ok(RecommendationResponse {
             request_id,

@@ -332,9 +332,13 @@ pub fn evaluate(
 ) -> Decision {
     let mut crossed = Vec::new();
     let mut decision = Decision::Hold;
+    // A window too small for a guardrail to judge is neither a breach nor a clean window for it,
+    // and does not count towards the step: a step advances only on judged traffic.
+    let mut judged = true;
     for (name, g) in config.guardrails.each() {
         if challenger.requests < g.min_requests {
-            continue; // too few requests to judge: neither a breach nor a clean window
+            judged = false;
+            continue;
         }
         match value(&challenger, name) {
             Some(v) if v > g.max => {
@@ -352,7 +356,9 @@ pub fn evaluate(
             }
         }
     }
-    this.step_requests += challenger.requests;
+    if judged {
+        this.step_requests += challenger.requests;
+    }
     this.windows.push(WindowRecord { ended_ms: now_ms, champion, challenger, crossed: crossed.clone() });
     if this.windows.len() > KEPT_WINDOWS {
         this.windows.remove(0);
@@ -483,8 +489,10 @@ mod tests {
         assert_eq!(evaluate(&mut state, &config, window(900, 5.0, 0), window(100, 5.0, 0), 3), Decision::Hold);
         assert_eq!(evaluate(&mut state, &config, window(900, 5.0, 0), slow(), 4), Decision::Hold);
         assert_eq!(evaluate(&mut state, &config, window(900, 5.0, 0), slow(), 5), Decision::Hold);
-        // A window with too few requests is not judged either way.
+        // A window with too few requests is not judged either way, nor counted towards the step.
+        let before = state.step_requests;
         assert_eq!(evaluate(&mut state, &config, window(900, 5.0, 0), window(10, 99.0, 0), 6), Decision::Hold);
+        assert_eq!(state.step_requests, before);
         match evaluate(&mut state, &config, window(900, 5.0, 0), slow(), 7) {
             Decision::Rollback { guardrail, reason } => {
                 assert_eq!(guardrail, "p99_latency_ms");

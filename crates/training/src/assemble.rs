@@ -56,7 +56,7 @@ pub fn train_bundle(
     config: &TrainConfig,
     config_hash: String,
     data: LogData,
-    options: TrainOptions,
+    options: &TrainOptions,
     progress: &dyn Fn(&str),
 ) -> Result<Trained> {
     if data.rows.is_empty() {
@@ -131,17 +131,8 @@ pub fn train_bundle(
             // The retrievers are useful without rankers: a ranker that cannot be trained (say, no
             // evaluation user has a held-out item among its candidates) is reported, not fatal.
             let catalogue = Catalogue { tokens: data.tokens.clone(), released_at: data.released_at };
-            match rankers(
-                &mut bundle,
-                &mut draft,
-                &holdout,
-                &full,
-                &catalogue,
-                &evaluations,
-                config,
-                &options,
-                progress,
-            ) {
+            match rankers(&mut bundle, &mut draft, &holdout, &full, &catalogue, &evaluations, config, options, progress)
+            {
                 Ok(summary) => cascade = Some(summary),
                 Err(e) => rankers_skipped = Some(e.to_string()),
             }

@@ -4,6 +4,7 @@ mod cli;
 mod features;
 mod layers;
 mod policy;
+mod rollout;
 mod serving;
 
 use std::io::{BufRead, BufReader, Lines};

@@ -11,21 +11,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-struct InProcess {
-    url: String,
-    recommender: Arc<Recommender>,
+pub(crate) struct InProcess {
+    pub url: String,
+    pub recommender: Arc<Recommender>,
     client: reqwest::Client,
-    store: Arc<Store>,
+    pub store: Arc<Store>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<cascade_node::Result<()>>,
 }
 
 impl InProcess {
-    async fn start(dir: &Path) -> InProcess {
+    pub async fn start(dir: &Path) -> InProcess {
         Self::start_with(dir, |_| {}).await
     }
 
-    async fn start_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> InProcess {
+    pub async fn start_with(dir: &Path, adjust: impl FnOnce(&mut Config)) -> InProcess {
         let text = std::fs::read_to_string(dir.join("cascade.toml")).unwrap();
         let mut config = Config::from_toml(&text, "cascade.toml").unwrap();
         config.project.data_dir = dir.join("data");
@@ -57,17 +57,17 @@ impl InProcess {
         InProcess { url, recommender, client: reqwest::Client::new(), store, shutdown: Some(tx), task }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self.client.post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn get(&self, path: &str) -> (u16, String) {
+    pub async fn get(&self, path: &str) -> (u16, String) {
         let r = self.client.get(format!("{}{path}", self.url)).send().await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
         self.task.await.unwrap().unwrap();
     }

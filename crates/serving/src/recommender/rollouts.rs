@@ -29,14 +29,14 @@ pub(super) struct Route {
 /// A request the challenger scores off the request path.
 #[derive(Debug)]
 pub struct ShadowJob {
-    pipeline: Arc<Pipeline>,
-    request_id: String,
-    user: String,
-    exclude: Vec<String>,
-    k: usize,
-    now: i64,
+    pub(super) pipeline: Arc<Pipeline>,
+    pub(super) request_id: String,
+    pub(super) user: String,
+    pub(super) exclude: Vec<String>,
+    pub(super) k: usize,
+    pub(super) now: i64,
     /// The champion's ranked top k (ids and scores), before rules and exploration.
-    champion: Vec<(String, f64)>,
+    pub(super) champion: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Default)]
@@ -205,17 +205,9 @@ impl Recommender {
         self.rollouts.shadow.lock().take();
     }
 
-    /// Queues a sampled copy of a champion request for the challenger, never waiting.
-    pub(super) fn maybe_shadow(
-        &self,
-        pipeline: &Arc<Pipeline>,
-        request_id: &str,
-        user: &str,
-        exclude: &[String],
-        k: usize,
-        now: i64,
-        champion: Vec<(String, f64)>,
-    ) {
+    /// Queues a sampled copy of a champion request for the challenger (built by `job` only
+    /// when sampled), never waiting.
+    pub(super) fn maybe_shadow(&self, pipeline: &Arc<Pipeline>, job: impl FnOnce() -> ShadowJob) {
         let config = &pipeline.config.rollout;
         if config.strategy != Strategy::Shadow || self.challenger().is_none() {
             return;
@@ -227,16 +219,7 @@ impl Recommender {
         if rand::random::<f64>() >= config.shadow_sample {
             return;
         }
-        let job = ShadowJob {
-            pipeline: pipeline.clone(),
-            request_id: request_id.to_string(),
-            user: user.to_string(),
-            exclude: exclude.to_vec(),
-            k,
-            now,
-            champion,
-        };
-        let sent = self.rollouts.shadow.lock().as_ref().map(|tx| tx.try_send(job).is_ok());
+        let sent = self.rollouts.shadow.lock().as_ref().map(|tx| tx.try_send(job()).is_ok());
         if sent == Some(false) {
             runtime.lock().shadow.dropped += 1;
             metrics::counter!("cascade_shadow_dropped_total", "pipeline" => pipeline.name.clone()).increment(1);
@@ -359,9 +342,14 @@ impl Recommender {
         for (name, runtime) in &self.rollouts.pipelines {
             let config = &self.pipelines[name].config.rollout;
             let mut rt = runtime.lock();
-            let current = rt.state.as_ref().map(|s| (s.challenger, s.challenger_since.clone(), s.phase));
+            // The same challenger under the same strategy continues (also across a restart); a
+            // new challenger, a re-set alias or a changed strategy starts over.
+            let current = rt
+                .state
+                .as_ref()
+                .map(|s| (s.challenger, s.challenger_since.clone(), s.phase, s.strategy == config.strategy.name()));
             match (current, challenger.filter(|&c| Some(c) != champion)) {
-                (Some((v, s, _)), Some(c)) if v == c && s == since => {}
+                (Some((v, s, _, true)), Some(c)) if v == c && s == since => {}
                 (_, Some(c)) => {
                     rt.state = Some(rollout::start(name, config, c, since.clone(), champion, now));
                     rt.champion = ArmWindow::default();
@@ -374,7 +362,7 @@ impl Recommender {
                     self.audit("rollout.start", name, champion, Some(c), None);
                     continue;
                 }
-                (Some((_, _, RolloutPhase::Running)), None) => {
+                (Some((_, _, RolloutPhase::Running, _)), None) => {
                     let state = rt.state.as_mut().expect("matched Some");
                     state.phase = RolloutPhase::RolledBack;
                     state.finished_ms = Some(now);

@@ -51,7 +51,7 @@ async fn trained() -> Trained {
         &cascade_training::TrainConfig::from_config(&config).unwrap(),
         "test".into(),
         from_log(&store, &config.interactions().unwrap(), "test".into()).unwrap(),
-        TrainOptions { tune: false, k: 10, who: "test".into() },
+        &TrainOptions { tune: false, k: 10, who: "test".into() },
         &|_| {},
     )
     .unwrap();
