@@ -30,6 +30,8 @@ pub enum Class {
     Serve,
     /// Catalogue reads.
     Read,
+    /// The model lifecycle and the audit log: the `admin` scope.
+    Admin,
     /// Health probes: never limited, keyed unless `server.open_health`.
     Health,
     /// Prometheus metrics: never limited, keyed unless `server.open_metrics`.
@@ -42,6 +44,7 @@ impl Class {
             Class::Ingest => "ingest",
             Class::Serve => "serve",
             Class::Read => "read",
+            Class::Admin => "admin",
             Class::Health => "health",
             Class::Metrics => "metrics",
         }
@@ -128,6 +131,7 @@ impl Guard {
             Class::Ingest => Need::Scope(Scope::Ingest),
             Class::Serve => Need::Scope(Scope::Serve),
             Class::Read => Need::Scope(Scope::Read),
+            Class::Admin => Need::Scope(Scope::Admin),
             // Any key will do: a scraper or a probe needs no data scope.
             Class::Health if !self.open_health => Need::AnyKey,
             Class::Metrics if !self.open_metrics => Need::AnyKey,
@@ -140,7 +144,8 @@ impl Guard {
             Class::Ingest => Some(&self.ingest),
             Class::Serve => Some(&self.serve),
             Class::Read => Some(&self.read),
-            Class::Health | Class::Metrics => None,
+            // Rare, and only for the admin key: bounded by the request timeout alone.
+            Class::Admin | Class::Health | Class::Metrics => None,
         }
     }
 }

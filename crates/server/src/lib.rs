@@ -5,6 +5,7 @@
 //! store, the [`Recommender`]), convert back. Only this crate knows HTTP; the wire types live in
 //! `cascade-api`; everything long-running is the node's (`cascade-node`).
 
+mod admin;
 mod body;
 mod catalogue;
 pub mod config;
@@ -133,6 +134,8 @@ impl AppState {
         recommend::post_recommendations, recommend::post_rank, recommend::get_similar,
         catalogue::put_item, catalogue::get_item, catalogue::put_user, catalogue::get_user,
         ops::live, ops::ready, ops::jobs, ops::metrics,
+        admin::list_models, admin::list_aliases, admin::set_alias, admin::delete_alias, admin::alias_history,
+        admin::rollback_alias, admin::rollouts, admin::audit,
     ),
     tags(
         (name = "events", description = "Event ingestion"),
@@ -140,6 +143,7 @@ impl AppState {
         (name = "features", description = "Online feature values"),
         (name = "recommendations", description = "The serving cascade: recommendations, re-ranking, similar items"),
         (name = "operations", description = "Health and metrics"),
+        (name = "models", description = "Model bundles, aliases, rollouts and the audit log (scope `admin`)"),
     )
 )]
 struct ApiDoc;
@@ -157,7 +161,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .build();
     doc.components.get_or_insert_with(Default::default).add_security_scheme("api_key", SecurityScheme::Http(bearer));
     for item in doc.paths.paths.values_mut() {
-        let ops = [("GET", &mut item.get), ("POST", &mut item.post), ("PUT", &mut item.put)];
+        let ops =
+            [("GET", &mut item.get), ("POST", &mut item.post), ("PUT", &mut item.put), ("DELETE", &mut item.delete)];
         for (method, op) in ops {
             let Some(op) = op else { continue };
             let tag = op.tags.as_ref().and_then(|t| t.first()).map(String::as_str).unwrap_or_default();
@@ -165,6 +170,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 ("events", _) | ("catalogue", "PUT") => Some(Scope::Ingest),
                 ("catalogue", _) => Some(Scope::Read),
                 ("features" | "recommendations", _) => Some(Scope::Serve),
+                ("models", _) => Some(Scope::Admin),
                 _ => None,
             };
             let Some(scope) = scope else {
@@ -173,12 +179,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 continue;
             };
             op.security = Some(vec![SecurityRequirement::new("api_key", [""; 0])]);
-            let note = format!("Scope: `{scope}` (or `admin`) once the project has API keys.");
+            let note = if scope == Scope::Admin {
+                "Scope: `admin` once the project has API keys.".to_string()
+            } else {
+                format!("Scope: `{scope}` (or `admin`) once the project has API keys.")
+            };
             op.description = Some(match op.description.take() {
                 Some(d) => format!("{d}\n\n{note}"),
                 None => note,
             });
-            let body = method != "GET";
+            let body = method != "GET" && method != "DELETE";
             let guard_answers = [
                 ("401", "No API key, or an unknown or revoked one (`unauthorized`)", true),
                 ("403", "The API key lacks the scope (`forbidden`)", true),
@@ -233,11 +243,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/health/ready", get(ops::ready))
         .route("/v2/health/jobs", get(ops::jobs));
     let metrics = Router::new().route("/metrics", get(ops::metrics));
+    let admin = Router::new()
+        .route("/v1/models", get(admin::list_models))
+        .route("/v1/models/{family}/aliases", get(admin::list_aliases))
+        .route("/v1/models/{family}/aliases/{alias}", axum::routing::put(admin::set_alias).delete(admin::delete_alias))
+        .route("/v1/models/{family}/aliases/{alias}/history", get(admin::alias_history))
+        .route("/v1/models/{family}/aliases/{alias}/rollback", post(admin::rollback_alias))
+        .route("/v1/rollouts", get(admin::rollouts))
+        .route("/v1/audit", get(admin::audit));
     let cors = cors(&state.server.cors_origins);
     let router = Router::new()
         .merge(group(Class::Ingest, ingest))
         .merge(group(Class::Serve, serve))
         .merge(group(Class::Read, read))
+        .merge(group(Class::Admin, admin))
         .merge(group(Class::Health, health))
         .merge(group(Class::Metrics, metrics))
         // The document describes the API; it is public like any published contract.

@@ -280,6 +280,13 @@ impl Recommender {
         Ok(Some(Registry::open(&self.registry)?.with_audit_in(data_dir)))
     }
 
+    /// The model registry serving reads its aliases from (created if missing), writing alias
+    /// moves to the audit log: for the admin API's alias moves.
+    pub fn model_registry(&self) -> Result<Registry> {
+        let data_dir = self.registry.parent().unwrap_or(&self.registry);
+        Ok(Registry::open(&self.registry)?.with_audit_in(data_dir))
+    }
+
     /// A loaded bundle: the one in memory when it is that version (the champion, challenger or
     /// previous), else read from the registry.
     fn load(&self, registry: &Registry, version: u64) -> Result<Arc<Serving>> {

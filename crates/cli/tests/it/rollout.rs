@@ -6,6 +6,7 @@ use crate::ok;
 use crate::serving::InProcess;
 use cascade_core::Config;
 use cascade_serving::Stage;
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -207,6 +208,124 @@ fn canary_shares_are_stable_per_user_and_shadow_never_serves_the_challenger() {
         assert!(shadow.p99_latency_ms.is_some());
         let (_, metrics) = server.get("/metrics").await;
         assert!(metrics.contains("cascade_shadow_rbo"), "shadow metrics exported");
+        server.stop().await;
+    });
+}
+
+#[test]
+fn the_admin_api_moves_aliases_serves_them_at_once_and_audits_who() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    two_bundles(root);
+    let token = |name: &str, scope: &str| -> String {
+        let out = ok(root, &["keys", "create", "--name", name, "--scope", scope, "--json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let (admin, app) = (token("ops", "admin"), token("app", "serve"));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = InProcess::start(root).await;
+        let client = reqwest::Client::new();
+        let call = |method: Method, path: &str, token: &str, body: Option<Value>| {
+            let mut req = client.request(method, format!("{}{path}", server.url)).bearer_auth(token);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        // Admin routes need the admin scope.
+        let (status, body) = call(Method::GET, "/v1/models", &app, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+        let (status, _) =
+            client.get(format!("{}/v1/audit", server.url)).send().await.map(|r| (r.status().as_u16(), ())).unwrap();
+        assert_eq!(status, 401);
+        let (status, models) = call(Method::GET, "/v1/models", &admin, None).await;
+        assert_eq!(status, 200);
+        let models = models["models"].as_array().unwrap();
+        assert_eq!(models.len(), 2);
+        assert_eq!(models[0]["aliases"], json!(["champion"]));
+        assert_eq!(models[0]["gate"]["promoted_to"], "champion");
+
+        // A move answers after the recommender reloaded: the next request is served by it.
+        let recommend = |token: String| {
+            let (client, url) = (client.clone(), server.url.clone());
+            async move {
+                let r =
+                    client.post(format!("{url}/v1/recommendations")).bearer_auth(token).json(&json!({"user": "u3"}));
+                r.send().await.unwrap().json::<Value>().await.unwrap()["model_version"].as_u64()
+            }
+        };
+        assert_eq!(recommend(app.clone()).await, Some(1));
+        let body = json!({"version": 2, "why": "canary looked fine"});
+        let (status, moved) = call(Method::PUT, "/v1/models/recommender/aliases/champion", &admin, Some(body)).await;
+        assert_eq!(status, 200, "{moved}");
+        assert_eq!(
+            (moved["from"].as_u64(), moved["to"].as_u64(), moved["who"].as_str()),
+            (Some(1), Some(2), Some("key:ops"))
+        );
+        assert_eq!(recommend(app.clone()).await, Some(2));
+        // One step back, over HTTP.
+        let (status, back) = call(
+            Method::POST,
+            "/v1/models/recommender/aliases/champion/rollback",
+            &admin,
+            Some(json!({"why": "ctr dropped"})),
+        )
+        .await;
+        assert_eq!((status, back["to"].as_u64(), back["kind"].as_str()), (200, Some(1), Some("rollback")));
+        assert_eq!(recommend(app.clone()).await, Some(1));
+        let (status, history) =
+            call(Method::GET, "/v1/models/recommender/aliases/champion/history", &admin, None).await;
+        assert_eq!(status, 200);
+        let whys: Vec<&str> = history["moves"].as_array().unwrap().iter().filter_map(|m| m["why"].as_str()).collect();
+        assert_eq!(whys[1..], ["canary looked fine", "ctr dropped"]);
+
+        // Refusals name the problem and change nothing.
+        let refusals = [
+            (Method::PUT, "/v1/models/recommender/aliases/latest", Some(json!({"version": 1})), 400, "invalid_request"),
+            (Method::PUT, "/v1/models/recommender/aliases/v2", Some(json!({"version": 1})), 400, "invalid_request"),
+            (Method::PUT, "/v1/models/recommender/aliases/champion", Some(json!({"version": 9})), 404, "not_found"),
+            (Method::PUT, "/v1/models/fraud/aliases/champion", Some(json!({"version": 1})), 404, "not_found"),
+            (
+                Method::PUT,
+                "/v1/models/recommender/aliases/x",
+                Some(json!({"version": 1, "why": "w".repeat(1001)})),
+                400,
+                "invalid_request",
+            ),
+            (Method::PUT, "/v1/models/recommender/aliases/x", Some(json!({"version": "1"})), 400, "malformed_json"),
+            (Method::POST, "/v1/models/recommender/aliases/champion/rollback", None, 409, "conflict"),
+            (Method::DELETE, "/v1/models/recommender/aliases/nope", None, 404, "not_found"),
+            (Method::GET, "/v1/models/recommender/aliases/nope/history", None, 404, "not_found"),
+            (Method::GET, "/v1/audit?limit=0", None, 400, "invalid_request"),
+        ];
+        for (method, path, body, status, code) in refusals {
+            let (got, answer) = call(method.clone(), path, &admin, body).await;
+            assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{method} {path}: {answer}");
+        }
+        let (_, aliases) = call(Method::GET, "/v1/models/recommender/aliases", &admin, None).await;
+        assert_eq!(aliases["aliases"], json!({"champion": 1}));
+
+        // The audit log names the key; pages follow `next_before`.
+        let (_, page) = call(Method::GET, "/v1/audit?action=alias&limit=2", &admin, None).await;
+        let entries = page["entries"].as_array().unwrap();
+        assert_eq!(
+            (entries[0]["action"].as_str(), entries[0]["who"].as_str()),
+            (Some("alias.rollback"), Some("key:ops"))
+        );
+        let next = page["next_before"].as_u64().unwrap();
+        let (_, older) =
+            call(Method::GET, &format!("/v1/audit?action=alias&limit=10&before={next}"), &admin, None).await;
+        let older = older["entries"].as_array().unwrap();
+        assert!(older.iter().all(|e| e["id"].as_u64().unwrap() < next));
+        assert_eq!(older.last().unwrap()["why"], "promotion gate: no champion yet");
+        let (_, keys) = call(Method::GET, "/v1/audit?action=key", &admin, None).await;
+        assert_eq!(keys["entries"].as_array().unwrap().len(), 2, "key creations are audited");
+        let (status, rollouts) = call(Method::GET, "/v1/rollouts", &admin, None).await;
+        assert_eq!((status, rollouts["rollouts"][0]["strategy"].as_str()), (200, Some("none")));
         server.stop().await;
     });
 }
