@@ -45,6 +45,8 @@ pub struct AliasesResponse {
 #[schema(example = json!({"version": 7, "why": "passed review"}))]
 pub struct SetAlias {
     /// The bundle version the alias points to from now on.
+    #[serde(deserialize_with = "crate::schema::version")]
+    #[schema(minimum = 0)]
     pub version: u64,
     /// Why (kept in the alias history and the audit log).
     #[serde(default)]
@@ -95,9 +97,8 @@ pub struct AuditEntry {
     /// `rollout.promote`, `rollout.rollback`, `key.create`, `key.revoke`, ...
     pub action: String,
     pub target: String,
-    #[schema(value_type = Object)]
+    /// Any JSON value (a version number, an object, null).
     pub before: serde_json::Value,
-    #[schema(value_type = Object)]
     pub after: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,

@@ -185,6 +185,15 @@ impl utoipa::ToSchema for EventBatch {
     }
 }
 
+/// Deserializes a version number that JSON may write as `7` or `7.0` (see [`integral`]); one too
+/// large for `u64` saturates, so it names no version.
+pub fn version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match integral(d)? {
+        Some(v) => Ok(v as u64),
+        None => Err(serde::de::Error::custom("expected a version number, got null")),
+    }
+}
+
 /// Deserializes an optional count that JSON may write as `5` or `5.0` (the same integer to JSON
 /// Schema and to JavaScript clients); a fraction or a negative number is refused. A count too
 /// large for `usize` saturates, so the caller's range check names the limit it exceeds.

@@ -49,14 +49,18 @@ fn who(principal: Option<&Principal>) -> String {
     }
 }
 
+/// A 400 naming the field.
+fn invalid(field: &str, reason: String) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, format!("`{field}` {reason}")).with_details(vec![FieldProblem {
+        index: None,
+        field: field.into(),
+        reason,
+    }])
+}
+
 fn actor(principal: Option<&Principal>, why: Option<String>) -> Result<Actor, ApiError> {
     if why.as_ref().is_some_and(|w| w.chars().count() > MAX_WHY) {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("`why` is longer than {MAX_WHY} characters"))
-            .with_details(vec![FieldProblem {
-                index: None,
-                field: "why".into(),
-                reason: format!("at most {MAX_WHY} characters"),
-            }]));
+        return Err(invalid("why", format!("is longer than {MAX_WHY} characters")));
     }
     Ok(Actor::new(who(principal), why))
 }
@@ -135,12 +139,12 @@ pub async fn list_aliases(
 
 #[utoipa::path(put, path = "/v1/models/{family}/aliases/{alias}", tag = "models",
     params(("family" = String, Path, description = "Model family (`recommender`)", max_length = 255),
-        ("alias" = String, Path, description = "Alias: letters, digits, `_`, `-`; `latest` and `v<digits>` are reserved",
-            min_length = 1, max_length = 255)),
+        ("alias" = String, Path, description = "Alias: ASCII letters, digits, `_`, `-`; `latest` and `v<digits>` are reserved",
+            min_length = 1, max_length = 255, pattern = r"^(?![vV][0-9]+$)(?![lL][aA][tT][eE][sS][tT]$)[A-Za-z0-9_-]{1,255}$")),
     request_body = SetAlias,
     responses(
         (status = 200, description = "The move, as kept in the alias history; served before this answer", body = AliasMove),
-        (status = 400, description = "A reserved or malformed alias, or a version of another family (`invalid_request`)", body = cascade_api::ErrorResponse),
+        (status = 400, description = "A malformed body (`malformed_json`), a reserved or malformed alias, or a version of another family (`invalid_request`)", body = cascade_api::ErrorResponse),
         (status = 404, description = "No such family or version (`not_found`)", body = cascade_api::ErrorResponse),
     )
 )]
@@ -166,6 +170,7 @@ pub async fn set_alias(
         ("why" = Option<String>, Query, description = "Why (kept in the history and the audit log)", max_length = 1000)),
     responses(
         (status = 200, description = "The deletion, as kept in the alias history (the history stays)", body = AliasMove),
+        (status = 400, description = "`why` is too long (`invalid_request`)", body = cascade_api::ErrorResponse),
         (status = 404, description = "No such family or alias (`not_found`)", body = cascade_api::ErrorResponse),
     )
 )]
@@ -210,6 +215,7 @@ pub async fn alias_history(
     request_body = Why,
     responses(
         (status = 200, description = "The alias moved one step back along its history; served before this answer", body = AliasMove),
+        (status = 400, description = "A malformed body (`malformed_json`) or a too long `why` (`invalid_request`)", body = cascade_api::ErrorResponse),
         (status = 404, description = "No such family or alias (`not_found`)", body = cascade_api::ErrorResponse),
         (status = 409, description = "The alias has no earlier version (`conflict`)", body = cascade_api::ErrorResponse),
     )
@@ -260,7 +266,7 @@ pub struct AuditQuery {
     params(AuditQuery),
     responses(
         (status = 200, description = "Audit entries, newest first", body = AuditResponse),
-        (status = 400, description = "`limit` out of range (`invalid_request`)", body = cascade_api::ErrorResponse),
+        (status = 400, description = "`limit` out of range, or `action` or `target` too long (`invalid_request`)", body = cascade_api::ErrorResponse),
     )
 )]
 pub async fn audit(
@@ -269,12 +275,17 @@ pub async fn audit(
 ) -> Result<Json<AuditResponse>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("`limit` must be within 1..={MAX_AUDIT_PAGE}"))
-            .with_details(vec![FieldProblem {
-                index: None,
-                field: "limit".into(),
-                reason: format!("1..={MAX_AUDIT_PAGE}"),
-            }]));
+        return Err(invalid("limit", format!("must be within 1..={MAX_AUDIT_PAGE}")));
+    }
+    // Ids are byte offsets: the document states them as int64.
+    if q.before.is_some_and(|b| b > i64::MAX as u64) {
+        return Err(invalid("before", "is not an audit id (at most 2^63 - 1)".into()));
+    }
+    if q.action.as_ref().is_some_and(|a| a.chars().count() > 100) {
+        return Err(invalid("action", "is longer than 100 characters".into()));
+    }
+    if q.target.as_ref().is_some_and(|t| t.chars().count() > 300) {
+        return Err(invalid("target", "is longer than 300 characters".into()));
     }
     let query = cascade_store::AuditQuery { before: q.before, action: q.action, target: q.target, limit: limit + 1 };
     let log = cascade_store::AuditLog::new(state.store.dir());
