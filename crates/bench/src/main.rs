@@ -14,6 +14,7 @@ mod idle;
 mod loadgen;
 mod project;
 mod requests;
+mod switch;
 
 use anyhow::{Context, Result, bail, ensure};
 use cascade_core::Record;
@@ -112,6 +113,14 @@ enum BenchCommand {
     /// Example: cascade-bench requests --config cascade.toml --warm --out warm.ndjson, then
     /// cascade-bench load --url http://127.0.0.1:8080/v1/recommendations --body-file warm.ndjson
     Requests(requests::RequestsArgs),
+    /// How long an alias move takes to reach users: while recommendations flow at --rate, the
+    /// `champion` alias alternates between two --versions, --moves times by the admin API (the
+    /// server reloads before answering) and --moves times by writing the registry as `cascade
+    /// models alias set` does (noticed within `serving.reload_interval`); per path, the time from
+    /// the move to the first response, of a request sent after it, served by the new version.
+    ///
+    /// Example: cascade-bench switch --url http://127.0.0.1:8080 --data-dir data --versions 1,2
+    Switch(switch::SwitchArgs),
     /// The online feature store: update throughput and the latency of reading 50 features for 1
     /// entity and for a ranker's batch of 500, embedded and Redis, on a synthetic log.
     FeaturesOnline(features_online::OnlineArgs),
@@ -130,6 +139,7 @@ fn main() -> Result<()> {
         BenchCommand::Load(args) => loadgen::run(&args),
         BenchCommand::Idle(args) => idle::run(&args),
         BenchCommand::Requests(args) => requests::run(&args),
+        BenchCommand::Switch(args) => switch::run(&args),
         BenchCommand::FeaturesOnline(args) => features_online::run(&args),
         BenchCommand::FeaturesPit(args) => features_pit::run(&args),
         BenchCommand::FeaturesReplay(args) => features_pit::replay(&args),
