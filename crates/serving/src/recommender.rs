@@ -318,6 +318,32 @@ impl Recommender {
             }
         };
         let challenger = registry.alias(RECOMMENDER, CHALLENGER)?.filter(|&v| v != champion);
+        // The champion first: a promoted challenger is still in memory to take from, and a
+        // challenger that cannot be loaded never holds the champion back.
+        if self.version() != Some(champion) {
+            let serving = self.load(&registry, champion)?;
+            // A bundle without rankers, and no earlier one in memory (a fresh start): the newest
+            // earlier bundle with rankers becomes the fallback, as it would have after a reload.
+            if !serving.has_rankers() && self.previous().is_none() && self.current().is_none_or(|c| !c.has_rankers()) {
+                let earlier = registry.list()?;
+                let with_rankers = earlier
+                    .iter()
+                    .rev()
+                    .filter(|m| m.version < champion)
+                    .find(|m| m.artifacts.iter().any(|a| a.name == cascade_bundle::artifacts::RANKING));
+                if let Some(m) = with_rankers {
+                    match registry.get(m.version).map_err(Error::from).and_then(|b| Ok(LoadedBundle::load(&b)?)) {
+                        Ok(previous) => {
+                            *self.previous.write() = Some(Arc::new(Serving::new(Arc::new(previous))));
+                        }
+                        Err(e) => {
+                            tracing::warn!(version = m.version, error = %e, "the fallback bundle cannot be loaded");
+                        }
+                    }
+                }
+            }
+            self.install(serving);
+        }
         match challenger {
             Some(v) if self.challenger().is_none_or(|c| c.version() != v) => {
                 let loaded = self.load(&registry, v)?;
@@ -331,29 +357,6 @@ impl Recommender {
                 }
             }
         }
-        if self.version() == Some(champion) {
-            return Ok(Some(champion));
-        }
-        let serving = self.load(&registry, champion)?;
-        // A bundle without rankers, and no earlier one in memory (a fresh start): the newest
-        // earlier bundle with rankers becomes the fallback, as it would have after a reload.
-        if !serving.has_rankers() && self.previous().is_none() && self.current().is_none_or(|c| !c.has_rankers()) {
-            let earlier = registry.list()?;
-            let with_rankers = earlier
-                .iter()
-                .rev()
-                .filter(|m| m.version < champion)
-                .find(|m| m.artifacts.iter().any(|a| a.name == cascade_bundle::artifacts::RANKING));
-            if let Some(m) = with_rankers {
-                match registry.get(m.version).map_err(Error::from).and_then(|b| Ok(LoadedBundle::load(&b)?)) {
-                    Ok(previous) => {
-                        *self.previous.write() = Some(Arc::new(Serving::new(Arc::new(previous))));
-                    }
-                    Err(e) => tracing::warn!(version = m.version, error = %e, "the fallback bundle cannot be loaded"),
-                }
-            }
-        }
-        self.install(serving);
         Ok(self.version())
     }
 
