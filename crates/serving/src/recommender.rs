@@ -768,6 +768,11 @@ impl Recommender {
         let rec = self;
         let pipeline = rec.pipeline(request.pipeline.as_deref())?;
         check_request(&request.user, &request.exclude, &request.context, &request.filters)?;
+        let route = rec.route(&pipeline, &request.user);
+        let name = pipeline.name.clone();
+        // The arm's configuration serves (a rollout may try another pipeline's, `k` included);
+        // the response and the impressions keep the pipeline the client asked for.
+        let pipeline = route.pipeline.clone();
         let k = request.k.unwrap_or(pipeline.config.k);
         if k == 0 || k > pipeline.config.max_k {
             return Err(invalid(
@@ -778,11 +783,6 @@ impl Recommender {
         let now = request_time(&*rec.clock, rec.horizon, &request.context)?;
         let request_id = rec.request_id();
         let started = Instant::now();
-        let route = rec.route(&pipeline, &request.user);
-        let name = pipeline.name.clone();
-        // The arm's configuration serves (a rollout may try another pipeline's); the response and
-        // the impressions keep the pipeline the client asked for.
-        let pipeline = route.pipeline.clone();
         let mut out = cascade(rec, &route, &request.user, &request.exclude, None, now).await;
 
         // Ranked list → request filters → rules and exploration.

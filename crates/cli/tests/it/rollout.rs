@@ -350,3 +350,60 @@ fn the_admin_api_moves_aliases_serves_them_at_once_and_audits_who() {
         server.stop().await;
     });
 }
+
+#[test]
+fn blue_green_switches_bundle_and_pipeline_together_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    two_bundles(root);
+    let blue_green = |config: &mut Config| {
+        with_rollout(
+            "strategy = \"blue_green\"\nmin_dwell = \"0s\"\nmin_requests = 20\nwindow = \"1s\"\nchallenger_pipeline = \"green\"\n",
+        )(config);
+        config.pipelines.insert("green".into(), toml::from_str("k = 3\nmax_k = 3").unwrap());
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = InProcess::start_with(root, blue_green).await;
+        let served = |r: &Value| {
+            (
+                r["model_version"].as_u64().unwrap(),
+                r["path"]["arm"].as_str().unwrap().to_string(),
+                r["items"].as_array().unwrap().len(),
+            )
+        };
+        let (_, r) = server.post("/v1/recommendations", &json!({"user": "u1", "k": 10})).await;
+        assert_eq!(served(&r), (1, "champion".into(), 10));
+        ok(root, &["models", "alias", "set", "challenger", "2"]);
+        until("green serving everyone", || {
+            server.recommender.rollouts()[0].state.as_ref().is_some_and(|s| s.challenger == 2)
+        })
+        .await;
+        // Every user at once, with the green pipeline's configuration (k = 3).
+        let mut on_green = 0;
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = drive(&server, &stop);
+        for u in 0..30 {
+            let (_, r) = server.post("/v1/recommendations", &json!({"user": format!("u{u}")})).await;
+            if server.recommender.challenger_version() == Some(2) {
+                assert_eq!((r["path"]["arm"].as_str(), r["items"].as_array().unwrap().len()), (Some("challenger"), 3));
+                on_green += 1;
+            }
+        }
+        assert!(on_green > 0);
+        until("promoted", || server.recommender.version() == Some(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        for task in load {
+            task.await.unwrap();
+        }
+        // The switch stays: the promoted bundle with the green configuration.
+        let (_, r) = server.post("/v1/recommendations", &json!({"user": "u1"})).await;
+        assert_eq!(served(&r), (2, "champion".into(), 3));
+        // And one rollback switches both back at once.
+        ok(root, &["models", "rollback", "--why", "blue again"]);
+        until("blue again", || server.recommender.version() == Some(1)).await;
+        let (_, r) = server.post("/v1/recommendations", &json!({"user": "u1", "k": 10})).await;
+        assert_eq!(served(&r), (1, "champion".into(), 10));
+        server.stop().await;
+    });
+}

@@ -153,16 +153,21 @@ impl Recommender {
     pub(super) fn route(&self, pipeline: &Arc<Pipeline>, unit: &str) -> Route {
         let champion = || Route { arm: Arm::Champion, serving: None, pipeline: pipeline.clone() };
         let Some(runtime) = self.rollouts.pipelines.get(&pipeline.name) else { return champion() };
-        let Some(challenger) = self.challenger() else { return champion() };
-        let share = match &runtime.lock().state {
-            Some(s) if s.phase == RolloutPhase::Running && s.challenger == challenger.version() => s.share,
-            _ => return champion(),
+        let green = pipeline.config.rollout.challenger_pipeline.as_ref().and_then(|p| self.pipelines.get(p));
+        let (phase, version, share, strategy) = match &runtime.lock().state {
+            Some(s) => (s.phase, s.challenger, s.share, pipeline.config.rollout.strategy),
+            None => return champion(),
         };
-        if !rollout::in_share(&pipeline.name, challenger.version(), unit, share) {
+        // A blue-green rollout that completed keeps serving the green configuration with the
+        // bundle it promoted; when the champion moves away (a rollback), both switch back at once.
+        if phase == RolloutPhase::Promoted && strategy == Strategy::BlueGreen && self.version() == Some(version) {
+            return Route { arm: Arm::Champion, serving: None, pipeline: green.unwrap_or(pipeline).clone() };
+        }
+        let Some(challenger) = self.challenger().filter(|c| c.version() == version) else { return champion() };
+        if phase != RolloutPhase::Running || !rollout::in_share(&pipeline.name, version, unit, share) {
             return champion();
         }
-        let config = pipeline.config.rollout.challenger_pipeline.as_ref().and_then(|p| self.pipelines.get(p));
-        Route { arm: Arm::Challenger, serving: Some(challenger), pipeline: config.unwrap_or(pipeline).clone() }
+        Route { arm: Arm::Challenger, serving: Some(challenger), pipeline: green.unwrap_or(pipeline).clone() }
     }
 
     /// Counts one request of `arm` in its pipeline's window.
