@@ -172,6 +172,9 @@ pub struct RolloutState {
     pub reason: Option<String>,
     /// The latest evaluated windows, oldest first.
     pub windows: Vec<WindowRecord>,
+    /// Shadow scoring's comparison as of the latest window (shadow rollouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSummary>,
 }
 
 /// What shadow scoring found, since the rollout started.

@@ -10,6 +10,7 @@ mod load;
 mod policy;
 mod project;
 mod quickstart;
+mod rollout;
 mod train;
 
 use anyhow::{Context, Result};
@@ -98,6 +99,9 @@ enum Command {
     /// The audit log, newest first: alias moves, rollouts, jobs and API key changes — who, when,
     /// what, before, after, why.
     Audit(AuditArgs),
+    /// Rollouts of challenger bundles: each pipeline's latest, as the server last judged it.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// API keys: create (the token is shown once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -134,6 +138,7 @@ fn main() -> Result<()> {
             serve(&project, None, insecure)
         }
         Command::Audit(args) => audit(&Project::load(cli.config.as_deref())?, &args),
+        Command::Rollout(cmd) => rollout::run(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Keys(cmd) => keys::run(&Project::load(cli.config.as_deref())?, &cmd),
         Command::Import(args) => load::import(&Project::load(cli.config.as_deref())?, &args),
         Command::Generate(args) => generate::run(&Project::load(cli.config.as_deref())?, &args),

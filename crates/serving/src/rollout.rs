@@ -318,6 +318,7 @@ pub fn start(
         finished_ms: None,
         reason: None,
         windows: Vec::new(),
+        shadow: None,
     }
 }
 

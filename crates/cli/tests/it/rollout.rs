@@ -155,9 +155,12 @@ fn bad_challengers_are_rolled_back_and_a_good_one_is_promoted() {
         }
         server.stop().await;
     });
-    // The rollout's state was persisted beside the log.
+    // The rollout's state was persisted beside the log; `cascade rollout status` reads it.
     let state: Value = serde_json::from_slice(&std::fs::read(root.join("data/rollouts.json")).unwrap()).unwrap();
     assert_eq!(state["default"]["phase"], "promoted");
+    let status = ok(root, &["rollout", "status"]);
+    assert!(status.starts_with("default: canary of v2 against champion v1 — promoted"), "{status}");
+    assert!(status.contains("every step passed its guardrails") && status.contains("challenger"), "{status}");
 }
 
 #[test]
@@ -227,6 +230,13 @@ fn canary_shares_are_stable_per_user_and_shadow_never_serves_the_challenger() {
         // Two trainings of one log share most of their top lists.
         assert!(overlap > 0.2, "{shadow:?}");
         assert!(shadow.p99_latency_ms.is_some());
+        // A judged window saves the comparison for `cascade rollout status`.
+        until("a judged shadow window", || {
+            server.recommender.rollouts()[0].state.as_ref().is_some_and(|s| s.shadow.is_some())
+        })
+        .await;
+        let status = ok(root, &["rollout", "status"]);
+        assert!(status.contains("default: shadow of v2") && status.contains("shadow: "), "{status}");
         let (_, metrics) = server.get("/metrics").await;
         assert!(metrics.contains("cascade_shadow_rbo"), "shadow metrics exported");
         server.stop().await;

@@ -41,7 +41,17 @@ impl InProcess {
         config.set(&server).unwrap();
         adjust(&mut config);
         let log = cascade_store::LogConfig::from_config(&config).unwrap();
-        let store = Arc::new(Store::open(dir.join("data"), StoreOptions::from(&log)).unwrap());
+        // A server stopped just before (a restart) lets go of the directory once its last
+        // background task has ended.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let store = loop {
+            match Store::open(dir.join("data"), StoreOptions::from(&log)) {
+                Err(cascade_store::Error::Locked(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                opened => break Arc::new(opened.unwrap()),
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -384,7 +384,9 @@ impl Recommender {
             let (champ, chall) =
                 (std::mem::take(&mut rt.champion).summary(), std::mem::take(&mut rt.challenger).summary());
             rt.window_started_ms = now;
+            let shadow = (config.strategy == Strategy::Shadow).then(|| rt.shadow.summary());
             let state = rt.state.as_mut().expect("running");
+            state.shadow = shadow;
             let decision = rollout::evaluate(state, config, champ, chall, now);
             rollout::apply(state, &decision, now);
             let version = state.challenger;
