@@ -94,7 +94,8 @@ pub struct AuditEntry {
     pub at: String,
     pub who: String,
     /// `alias.set`, `alias.rollback`, `alias.delete`, `rollout.start`, `rollout.step`,
-    /// `rollout.promote`, `rollout.rollback`, `key.create`, `key.revoke`, ...
+    /// `rollout.promote`, `rollout.rollback`, `key.create`, `key.revoke`, `pipeline.create`,
+    /// `pipeline.change`, `pipeline.delete`.
     pub action: String,
     pub target: String,
     /// Any JSON value (a version number, an object, null).

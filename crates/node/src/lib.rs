@@ -163,6 +163,53 @@ impl LogConsumer for FeatureTail {
     }
 }
 
+/// The pipelines a node last started with (`DATA_DIR/pipelines.json`): each start compares the
+/// configuration with it and appends every added, changed or removed pipeline to the audit log.
+const PIPELINES_FILE: &str = "pipelines.json";
+
+/// Audits the pipelines' changes since the last start (who: `cascade:serve`, before and after:
+/// the pipeline's resolved configuration). A failure is logged, never fatal: the audit trail of a
+/// configuration file is a courtesy, the file itself is the record.
+fn audit_pipeline_changes(
+    data_dir: &std::path::Path,
+    pipelines: &std::collections::BTreeMap<String, Arc<Pipeline>>,
+    now: cascade_core::Timestamp,
+) {
+    let path = data_dir.join(PIPELINES_FILE);
+    let current: std::collections::BTreeMap<&String, serde_json::Value> =
+        pipelines.iter().map(|(name, p)| (name, serde_json::to_value(&p.config).unwrap_or_default())).collect();
+    let before: std::collections::BTreeMap<String, serde_json::Value> =
+        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let audit = cascade_store::AuditLog::new(data_dir);
+    let names: std::collections::BTreeSet<&String> = current.keys().copied().chain(before.keys()).collect();
+    let mut changed = false;
+    for name in names {
+        let (old, new) = (before.get(name), current.get(name));
+        if old == new {
+            continue;
+        }
+        changed = true;
+        let action = match (old, new) {
+            (None, _) => "pipeline.create",
+            (_, None) => "pipeline.delete",
+            _ => "pipeline.change",
+        };
+        let record = cascade_store::AuditRecord::new(now, "cascade:serve", action, format!("pipeline:{name}"))
+            .change(old, new)
+            .why("cascade.toml at start");
+        if let Err(e) = audit.append(&record) {
+            tracing::error!(error = %e, "the audit log cannot be written");
+            return;
+        }
+    }
+    if changed {
+        let bytes = serde_json::to_vec_pretty(&current).expect("pipelines serialise");
+        if let Err(e) = cascade_store::files::write_atomic(&path, &bytes, false) {
+            tracing::error!(error = %e, "{} cannot be written", path.display());
+        }
+    }
+}
+
 /// Checkpoints (and sweeps) the feature state, then moves the log's retention floor up to it.
 async fn checkpoint_features(store: &Store, online: &OnlineStore) {
     let started = std::time::Instant::now();
@@ -187,6 +234,7 @@ impl Node {
         let serving = ServingConfig::from_config(&config)?;
         ServerConfig::from_config(&config)?;
         let pipelines = Pipeline::from_tables(&config.pipelines)?;
+        audit_pipeline_changes(store.dir(), &pipelines, clock.now());
         let set = FeatureSet::from_config(&config)?;
         let online = Arc::new(OnlineStore::open(&features_store, store.dir(), set).await?);
         let features = Arc::new(Features::new(

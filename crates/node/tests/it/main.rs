@@ -1,6 +1,7 @@
 //! A node serving its HTTP API on a real listener: ingestion, validation, limits, catalogue, features,
 //! operations.
 
+mod audit;
 mod catalogue;
 mod features;
 mod guard;
