@@ -23,6 +23,19 @@ pub enum Promote {
     Manual,
 }
 
+/// What the gate asks of a new bundle (`[train]`: the list length of the metric, `promote`,
+/// `promotion_tolerance`, `promotion_ece_tolerance`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatePolicy {
+    /// e.g. `ndcg_at_10`.
+    pub metric: String,
+    /// How much lower than the champion's the metric may be.
+    pub tolerance: f64,
+    /// How much higher than the champion's the cascade's calibration error (ECE) may be.
+    pub ece_tolerance: f64,
+    pub promote: Promote,
+}
+
 /// The gate's verdict, as recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateVerdict {
@@ -37,6 +50,12 @@ pub struct GateVerdict {
     pub champion_version: Option<u64>,
     pub champion_value: Option<f64>,
     pub tolerance: f64,
+    /// The cascade's expected calibration error, the bundle's and the champion's (when both
+    /// have rankers).
+    #[serde(default)]
+    pub ece: Option<f64>,
+    #[serde(default)]
+    pub champion_ece: Option<f64>,
     pub reason: String,
 }
 
@@ -52,17 +71,16 @@ pub fn served_metric(metrics: &BTreeMap<String, BTreeMap<String, f64>>, metric: 
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Judges `candidate` against `champion` (none: the family has no champion yet).
-pub fn judge(
-    candidate: &ManifestDraft,
-    champion: Option<&Manifest>,
-    metric: &str,
-    tolerance: f64,
-    promote: Promote,
-) -> GateVerdict {
+/// Judges `candidate` against `champion` (none: the family has no champion yet): its served
+/// metric within `tolerance` of the champion's, and, when both have calibrated rankers, its ECE
+/// within `ece_tolerance` of the champion's.
+pub fn judge(candidate: &ManifestDraft, champion: Option<&Manifest>, policy: &GatePolicy) -> GateVerdict {
+    let (metric, tolerance) = (policy.metric.as_str(), policy.tolerance);
     let mine = served_metric(&candidate.metrics, metric);
     let theirs = champion.and_then(|c| served_metric(&c.draft.metrics, metric));
-    let (passed, reason) = match (champion, &mine, &theirs) {
+    let ece = |m: &BTreeMap<String, BTreeMap<String, f64>>| m.get("cascade").and_then(|c| c.get("ece")).copied();
+    let (my_ece, their_ece) = (ece(&candidate.metrics), champion.and_then(|c| ece(&c.draft.metrics)));
+    let (mut passed, mut reason) = match (champion, &mine, &theirs) {
         (None, _, _) => (true, "no champion yet".to_string()),
         (Some(c), Some((_, v)), Some((_, w))) if *v + tolerance >= *w => {
             (true, format!("{metric} {v:.4} against champion v{} {w:.4} (tolerance {tolerance})", c.version))
@@ -76,8 +94,17 @@ pub fn judge(
         }
         (Some(c), _, None) => (true, format!("champion v{} has no {metric} to compare with", c.version)),
     };
+    if let (true, Some(c), Some(e), Some(f)) = (passed, champion, my_ece, their_ece) {
+        let t = policy.ece_tolerance;
+        if e > f + t {
+            passed = false;
+            reason = format!("ECE {e:.4} is worse than champion v{} {f:.4} beyond the tolerance {t}", c.version);
+        } else {
+            reason.push_str(&format!("; ECE {e:.4} against {f:.4}"));
+        }
+    }
     // With no champion there is nothing a rollout could compare with: the first bundle serves.
-    let promoted_to = match (passed, champion, promote) {
+    let promoted_to = match (passed, champion, policy.promote) {
         (false, _, _) | (true, Some(_), Promote::Manual) => None,
         (true, None, _) | (true, _, Promote::Champion) => Some(crate::CHAMPION.to_string()),
         (true, Some(_), Promote::Challenger) => Some(crate::CHALLENGER.to_string()),
@@ -91,6 +118,8 @@ pub fn judge(
         champion_version: champion.map(|c| c.version),
         champion_value: theirs.map(|t| t.1),
         tolerance,
+        ece: my_ece,
+        champion_ece: their_ece,
         reason,
     }
 }
@@ -105,6 +134,10 @@ mod tests {
             d.metrics.entry(model.to_string()).or_default().insert("ndcg_at_10".into(), *v);
         }
         d
+    }
+
+    fn policy(tolerance: f64, promote: Promote) -> GatePolicy {
+        GatePolicy { metric: "ndcg_at_10".into(), tolerance, ece_tolerance: 0.02, promote }
     }
 
     fn manifest(version: u64, pairs: &[(&str, f64)]) -> Manifest {
@@ -131,24 +164,41 @@ mod tests {
     #[test]
     fn worse_beyond_the_tolerance_is_held() {
         let champion = manifest(3, &[("cascade", 0.25)]);
-        let v = judge(&draft(&[("cascade", 0.24)]), Some(&champion), "ndcg_at_10", 0.005, Promote::Challenger);
+        let v = judge(&draft(&[("cascade", 0.24)]), Some(&champion), &policy(0.005, Promote::Challenger));
         assert!(!v.passed && v.promoted_to.is_none(), "{v:?}");
         assert!(v.reason.contains("worse than champion v3"), "{}", v.reason);
-        let v = judge(&draft(&[("cascade", 0.246)]), Some(&champion), "ndcg_at_10", 0.005, Promote::Challenger);
+        let v = judge(&draft(&[("cascade", 0.246)]), Some(&champion), &policy(0.005, Promote::Challenger));
         assert_eq!(v.promoted_to.as_deref(), Some("challenger"), "{v:?}");
-        let v = judge(&draft(&[("cascade", 0.3)]), Some(&champion), "ndcg_at_10", 0.0, Promote::Champion);
+        let v = judge(&draft(&[("cascade", 0.3)]), Some(&champion), &policy(0.0, Promote::Champion));
         assert_eq!(v.promoted_to.as_deref(), Some("champion"));
-        let v = judge(&draft(&[("cascade", 0.3)]), Some(&champion), "ndcg_at_10", 0.0, Promote::Manual);
+        let v = judge(&draft(&[("cascade", 0.3)]), Some(&champion), &policy(0.0, Promote::Manual));
         assert!(v.passed && v.promoted_to.is_none());
         // No figure of its own against a champion that has one: held.
-        let v = judge(&draft(&[]), Some(&champion), "ndcg_at_10", 0.0, Promote::Champion);
+        let v = judge(&draft(&[]), Some(&champion), &policy(0.0, Promote::Champion));
         assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_worse_calibration_beyond_its_tolerance_is_held() {
+        let with_ece = |ndcg: f64, ece: f64| {
+            let mut d = draft(&[("cascade", ndcg)]);
+            d.metrics.get_mut("cascade").unwrap().insert("ece".into(), ece);
+            d
+        };
+        let mut champion = manifest(3, &[]);
+        champion.draft = with_ece(0.25, 0.03);
+        let v = judge(&with_ece(0.26, 0.08), Some(&champion), &policy(0.005, Promote::Challenger));
+        assert!(!v.passed, "{v:?}");
+        assert!(v.reason.starts_with("ECE 0.0800 is worse than champion v3 0.0300"), "{}", v.reason);
+        let v = judge(&with_ece(0.26, 0.04), Some(&champion), &policy(0.005, Promote::Challenger));
+        assert!(v.passed && v.reason.ends_with("; ECE 0.0400 against 0.0300"), "{}", v.reason);
+        assert_eq!((v.ece, v.champion_ece), (Some(0.04), Some(0.03)));
     }
 
     #[test]
     fn the_first_bundle_becomes_champion_whatever_the_policy() {
         for promote in [Promote::Champion, Promote::Challenger, Promote::Manual] {
-            let v = judge(&draft(&[("als", 0.1)]), None, "ndcg_at_10", 0.0, promote);
+            let v = judge(&draft(&[("als", 0.1)]), None, &policy(0.0, promote));
             assert_eq!(v.promoted_to.as_deref(), Some("champion"), "{promote:?}");
         }
     }

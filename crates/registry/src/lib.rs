@@ -26,7 +26,7 @@ mod aliases;
 mod gate;
 
 pub use aliases::{Actor, AliasMove, CHALLENGER, CHAMPION, MoveKind, RECOMMENDER, alias_problem};
-pub use gate::{GateVerdict, Promote, judge, served_metric};
+pub use gate::{GatePolicy, GateVerdict, Promote, judge, served_metric};
 
 use cascade_core::{ErrorKind, Timestamp};
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@ use cascade_bundle::{ItemTokens, SourceKind, artifacts};
 use cascade_eval::Split;
 use cascade_models::{AnyModel, Persist as _, Popularity};
 use cascade_registry::{
-    Actor, BundleWriter, CHAMPION, Manifest, ManifestDraft, ModelEntry, RECOMMENDER, Registry, Trial, judge,
+    Actor, BundleWriter, CHAMPION, GatePolicy, Manifest, ManifestDraft, ModelEntry, RECOMMENDER, Registry, Trial, judge,
 };
 use serde_json::json;
 
@@ -148,8 +148,13 @@ pub fn train_bundle(
         Some(v) => Some(registry.get(v)?.manifest),
         None => None,
     };
-    let metric = format!("ndcg_at_{}", options.k);
-    let verdict = judge(&draft, champion.as_ref(), &metric, config.promotion_tolerance, config.promote);
+    let policy = GatePolicy {
+        metric: format!("ndcg_at_{}", options.k),
+        tolerance: config.promotion_tolerance,
+        ece_tolerance: config.promotion_ece_tolerance,
+        promote: config.promote,
+    };
+    let verdict = judge(&draft, champion.as_ref(), &policy);
     progress(&format!("promotion gate: {}", verdict.reason));
     draft.gate = Some(verdict.clone());
     let manifest = bundle.commit(draft)?;

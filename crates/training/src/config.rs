@@ -29,6 +29,8 @@ pub struct TrainConfig {
     pub promote: Promote,
     /// How much worse than the champion's offline metric a new bundle may be and still pass.
     pub promotion_tolerance: f64,
+    /// How much higher than the champion's the cascade's calibration error (ECE) may be.
+    pub promotion_ece_tolerance: f64,
     /// Bundles kept besides those an alias or its history names (0: every bundle).
     pub keep_bundles: usize,
 }
@@ -55,6 +57,7 @@ impl Default for TrainConfig {
             ranker_features: FeatureScale::Relative,
             promote: Promote::Challenger,
             promotion_tolerance: 0.005,
+            promotion_ece_tolerance: 0.02,
             keep_bundles: 20,
         }
     }
@@ -70,8 +73,13 @@ impl Section for TrainConfig {
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(ConfigError::invalid("train.validation_fraction".into(), "must be in [0, 1)"));
         }
-        if !(self.promotion_tolerance >= 0.0 && self.promotion_tolerance.is_finite()) {
-            return Err(ConfigError::invalid("train.promotion_tolerance".into(), "must be a number ≥ 0"));
+        for (key, v) in [
+            ("train.promotion_tolerance", self.promotion_tolerance),
+            ("train.promotion_ece_tolerance", self.promotion_ece_tolerance),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ConfigError::invalid(key.into(), "must be a number ≥ 0"));
+            }
         }
         for model in &self.models {
             if !["pop", "itemknn", "als", "bpr", "content"].contains(&model.as_str()) {
