@@ -30,6 +30,8 @@ pub enum Class {
     Serve,
     /// Catalogue reads.
     Read,
+    /// Administrative routes: jobs (training, evaluation, precomputation).
+    Admin,
     /// Health probes: never limited, keyed unless `server.open_health`.
     Health,
     /// Prometheus metrics: never limited, keyed unless `server.open_metrics`.
@@ -42,6 +44,7 @@ impl Class {
             Class::Ingest => "ingest",
             Class::Serve => "serve",
             Class::Read => "read",
+            Class::Admin => "admin",
             Class::Health => "health",
             Class::Metrics => "metrics",
         }
@@ -96,6 +99,7 @@ pub struct Guard {
     ingest: Gate,
     serve: Gate,
     read: Gate,
+    admin: Gate,
     open_health: bool,
     open_metrics: bool,
     request_timeout: Duration,
@@ -110,6 +114,7 @@ impl Guard {
             ingest: Gate::new(config.in_flight.ingest, config),
             serve: Gate::new(config.in_flight.serve_slots(), config),
             read: Gate::new(config.in_flight.read, config),
+            admin: Gate::new(config.in_flight.admin, config),
             open_health: config.open_health,
             open_metrics: config.open_metrics,
             request_timeout: config.request_timeout,
@@ -128,6 +133,7 @@ impl Guard {
             Class::Ingest => Need::Scope(Scope::Ingest),
             Class::Serve => Need::Scope(Scope::Serve),
             Class::Read => Need::Scope(Scope::Read),
+            Class::Admin => Need::Scope(Scope::Admin),
             // Any key will do: a scraper or a probe needs no data scope.
             Class::Health if !self.open_health => Need::AnyKey,
             Class::Metrics if !self.open_metrics => Need::AnyKey,
@@ -140,6 +146,7 @@ impl Guard {
             Class::Ingest => Some(&self.ingest),
             Class::Serve => Some(&self.serve),
             Class::Read => Some(&self.read),
+            Class::Admin => Some(&self.admin),
             Class::Health | Class::Metrics => None,
         }
     }
