@@ -1,10 +1,11 @@
 //! A node serving its HTTP API on a real listener: ingestion, validation, limits, catalogue, features,
-//! operations.
+//! jobs, operations.
 
 mod catalogue;
 mod features;
 mod guard;
 mod ingest;
+mod jobs;
 mod ops;
 mod recommend;
 mod redis_outage;
