@@ -5,7 +5,7 @@
 //! CPU-heavy and must not take the request threads, and two at once would only slow both. A
 //! project trains one bundle at a time: a `train` job is refused (409) while another is queued
 //! or running, or while `cascade train` holds the registry's [`TrainLock`] (which the job's
-//! training then holds in turn, so `cascade train` beside it fails at once).
+//! training then holds in turn, so `cascade train` beside it fails before it trains).
 //!
 //! Every job is recorded in `DATA_DIR/jobs/{id}.json` (replaced whole at each change of state,
 //! and about once a second while it logs progress), so `GET /v1/jobs/{id}` answers after a
@@ -485,10 +485,12 @@ impl Shared {
             self.note(id, None, &format!("warning: the rankers are not trained: {why}"));
         }
         // Into service now rather than at the next registry watch, when the gate moved an alias.
-        match ctx.recommender.reload() {
-            Ok(version) => self.note(id, Some(3), &format!("serving champion v{}", version.unwrap_or_default())),
-            Err(e) => self.note(id, Some(3), &format!("the bundles could not be reloaded; the old ones serve: {e}")),
-        }
+        let served = match ctx.recommender.reload() {
+            Ok(Some(version)) => format!("serving champion v{version}"),
+            Ok(None) => "no champion to serve yet".to_string(),
+            Err(e) => format!("the bundles could not be reloaded; the ones loaded before serve: {e}"),
+        };
+        self.note(id, Some(3), &served);
         Ok(json!({
             "version": manifest.version,
             "gate": manifest.draft.gate,

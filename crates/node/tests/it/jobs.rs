@@ -98,6 +98,20 @@ async fn train_evaluate_and_precompute_run_as_jobs_one_training_at_a_time() {
     // Other kinds queue behind it.
     let (status, _, evaluate) = submit(&server, None, &json!({"kind": "evaluate", "params": {"no_tune": true}})).await;
     assert_eq!(status, 202, "{evaluate}");
+    // Once the job has judged its bundle it waits for the registry, holding the training lock:
+    // `cascade train` (train_bundle, which takes the same lock) fails now.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, job) = get(&server, None, &format!("/v1/jobs/{id}")).await;
+        if job["progress"]["message"].as_str().unwrap_or_default().starts_with("promotion gate:") {
+            break;
+        }
+        assert!(job["state"] == "queued" || job["state"] == "running", "{job}");
+        assert!(Instant::now() < deadline, "the job did not reach its commit: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let beside = cascade_training::TrainLock::acquire(&registry).unwrap_err();
+    assert!(matches!(beside, cascade_training::Error::TrainingRunning { .. }), "{beside}");
     drop(held);
 
     let train = finished(&server, None, &id).await;
