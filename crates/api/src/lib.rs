@@ -326,6 +326,187 @@ pub struct JobsResponse {
     pub jobs: Vec<JobHealth>,
 }
 
+/// What a job does (`POST /v1/jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// `cascade train`: a bundle trained on the event log and committed; the promotion gate
+    /// moves the aliases. One training at a time per project.
+    Train,
+    /// `cascade evaluate` on the event log: the configured retrievers, each tuned on the
+    /// validation slice and scored on the latest 10% of interactions.
+    Evaluate,
+    /// One round of the `precompute` schedule now: heavy sources' lists for recent users into
+    /// the online store.
+    Precompute,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Train => "train",
+            JobKind::Evaluate => "evaluate",
+            JobKind::Precompute => "precompute",
+        }
+    }
+}
+
+/// Body of `POST /v1/jobs`: the kind, and its parameters (all optional). Its schema is written
+/// by hand ([`schema::job_request`]): the derive cannot say that a kind takes no other keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobRequest {
+    Train {
+        #[serde(default)]
+        params: ModelJobParams,
+    },
+    Evaluate {
+        #[serde(default)]
+        params: ModelJobParams,
+    },
+    Precompute {
+        #[serde(default)]
+        params: NoParams,
+    },
+}
+
+impl utoipa::PartialSchema for JobRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::job_request().into()
+    }
+}
+
+impl ToSchema for JobRequest {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push((ModelJobParams::name().into(), ModelJobParams::schema()));
+        schemas.push((NoParams::name().into(), NoParams::schema()));
+    }
+}
+
+impl JobRequest {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobRequest::Train { .. } => JobKind::Train,
+            JobRequest::Evaluate { .. } => JobKind::Evaluate,
+            JobRequest::Precompute { .. } => JobKind::Precompute,
+        }
+    }
+}
+
+/// Most K a training or evaluation job takes.
+pub const MAX_JOB_K: usize = 100;
+
+/// Parameters of a `train` or `evaluate` job (those of `cascade train` and `cascade evaluate`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelJobParams {
+    /// Skip the grid search; fit each model with its base parameters.
+    #[serde(default)]
+    pub no_tune: bool,
+    /// List length K of the offline metrics and of the tuning objective, NDCG@K (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "schema::integral_not_null")]
+    #[schema(minimum = 1, maximum = 100, nullable = false)]
+    pub k: Option<usize>,
+}
+
+/// No parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting its turn: jobs run one at a time, in the order submitted.
+    Queued,
+    Running,
+    Succeeded,
+    /// `error` says why: the work failed, or the server stopped or restarted before it ended.
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Whether the job has ended (succeeded or failed).
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// How far a job has come: `done` of `total` steps, and what it is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct JobProgress {
+    pub done: u32,
+    /// Steps of the job: for `train`, reading the log, training and committing, finishing;
+    /// for `evaluate`, reading the log, then one per model; for `precompute`, one.
+    pub total: u32,
+    /// The latest progress line.
+    pub message: String,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobLogLine {
+    /// RFC 3339.
+    pub at: String,
+    pub message: String,
+}
+
+/// A job (`GET /v1/jobs/{id}`; the answer to `POST /v1/jobs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    #[schema(pattern = r"^job_[0-9a-f]{12}$")]
+    pub id: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    /// The parameters it runs with, defaults filled in.
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// Who submitted it: `key:NAME` (the API key's name), or `anonymous` when the project has
+    /// no API keys.
+    pub who: String,
+    /// RFC 3339.
+    pub submitted_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub finished_at: Option<String>,
+    pub progress: JobProgress,
+    /// The latest lines of its log, oldest first (at most 200; `GET /v1/jobs` leaves them out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<JobLogLine>,
+    /// What a job that succeeded produced: for `train`, the bundle `version`, the promotion
+    /// `gate`'s verdict, the offline `metrics` per model and the `data` trained on; for
+    /// `evaluate`, `k`, `test_fraction` and one entry per model in `models` (as `cascade
+    /// evaluate --json` prints them); for `precompute`, the users whose lists were written, per
+    /// source (`null` when no pipeline precomputes a source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, nullable = false)]
+    pub result: Option<serde_json::Value>,
+    /// Why a failed job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+}
+
+/// Body of `GET /v1/jobs`: the most recent jobs, newest first, without their logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
 /// Body of `POST /v1/recommendations`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -517,6 +698,38 @@ pub struct SimilarItem {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn job_requests_take_each_kind_its_own_parameters() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<JobRequest>(v);
+        assert_eq!(parse(json!({"kind": "train"})).unwrap(), JobRequest::Train { params: ModelJobParams::default() });
+        assert_eq!(
+            parse(json!({"kind": "evaluate", "params": {"no_tune": true, "k": 5.0}})).unwrap(),
+            JobRequest::Evaluate { params: ModelJobParams { no_tune: true, k: Some(5) } }
+        );
+        assert_eq!(parse(json!({"kind": "precompute", "params": {}})).unwrap().kind(), JobKind::Precompute);
+        for bad in [
+            json!({}),
+            json!({"kind": "retrain"}),
+            json!({"kind": "train", "extra": 1}),
+            json!({"kind": "train", "params": {"tune": false}}),
+            json!({"kind": "train", "params": {"k": 2.5}}),
+            json!({"kind": "precompute", "params": {"k": 5}}),
+            json!({"kind": "train", "params": null}),
+            json!({"kind": "train", "params": {"k": null}}),
+            json!({"kind": "train", "params": {"no_tune": null}}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn job_ids_have_one_shape() {
+        assert!(schema::is_job_id("job_018f2a3b4c5d"));
+        for bad in ["job_018F2A3B4C5D", "job_018f2a3b4c5", "job_018f2a3b4c5d0", "018f2a3b4c5d", "job_../../etc", ""] {
+            assert!(!schema::is_job_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn k_takes_integral_numbers_only() {

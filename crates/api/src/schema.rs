@@ -27,6 +27,36 @@ pub const MAX_FILTER_VALUES: usize = 256;
 /// Most request-time fields of one entity of `POST /v1/features`.
 pub const MAX_ENTITY_FIELDS: usize = 32;
 
+/// The body of `POST /v1/jobs`: one object per kind, each with its own parameters
+/// (`ModelJobParams`, `NoParams`) and no other key.
+pub fn job_request() -> Schema {
+    let kind = |kind: &str, params: &str, description: &str| {
+        ObjectBuilder::new()
+            .property("kind", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])))
+            .required("kind")
+            .property("params", utoipa::openapi::Ref::from_schema_name(params))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some(description))
+    };
+    OneOfBuilder::new()
+        .item(kind("train", "ModelJobParams", "`cascade train`: a bundle trained on the event log and committed; the promotion gate moves the aliases. One training at a time per project."))
+        .item(kind("evaluate", "ModelJobParams", "`cascade evaluate` on the event log: the configured retrievers, each tuned on the validation slice and scored on the latest 10% of interactions."))
+        .item(kind("precompute", "NoParams", "One round of the `precompute` schedule now: heavy sources' lists for recent users into the online store."))
+        .description(Some("Body of `POST /v1/jobs`: the kind, and its parameters (all optional)."))
+        .examples([serde_json::json!({"kind": "train", "params": {"no_tune": true}})])
+        .into()
+}
+
+/// A job id: `job_` and 12 lowercase hex digits (the server mints them).
+pub const JOB_ID_PATTERN: &str = r"^job_[0-9a-f]{12}$";
+
+/// Whether `id` has the shape of a job id ([`JOB_ID_PATTERN`]); anything else names no job,
+/// and is never used as a file name.
+pub fn is_job_id(id: &str) -> bool {
+    id.strip_prefix("job_")
+        .is_some_and(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// An id has no control characters (Unicode category Cc: U+0000–U+001F, U+007F–U+009F), in
 /// the ECMA-262 dialect JSON Schema patterns use.
 pub const ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*$";
@@ -200,12 +230,22 @@ pub fn version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
 pub fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     use serde::Deserialize;
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    count(&n).map(Some)
+}
+
+/// [`integral`] for a count that may be left out (with `#[serde(default)]`) but not be `null`.
+pub fn integral_not_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    use serde::Deserialize;
+    count(&serde_json::Number::deserialize(d)?).map(Some)
+}
+
+fn count<E: serde::de::Error>(n: &serde_json::Number) -> Result<usize, E> {
     if let Some(u) = n.as_u64() {
-        return Ok(Some(usize::try_from(u).unwrap_or(usize::MAX)));
+        return Ok(usize::try_from(u).unwrap_or(usize::MAX));
     }
     match n.as_f64() {
         // `as` saturates at usize::MAX.
-        Some(f) if f.fract() == 0.0 && f >= 0.0 => Ok(Some(f as usize)),
-        _ => Err(serde::de::Error::custom(format!("expected a non-negative integer, got {n}"))),
+        Some(f) if f.fract() == 0.0 && f >= 0.0 => Ok(f as usize),
+        _ => Err(E::custom(format!("expected a non-negative integer, got {n}"))),
     }
 }

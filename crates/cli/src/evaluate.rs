@@ -131,7 +131,7 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
         let tokens = catalogue.as_ref().map(|c| &c.tokens);
         let eval = training::evaluate(kind, &split, weighted, args.k, !args.no_tune, tokens)?;
         if args.json {
-            println!("{}", serde_json::to_string(&to_json(&eval, args.k))?);
+            println!("{}", serde_json::to_string(&eval.to_json(args.k))?);
         }
         results.push(eval);
     }
@@ -141,31 +141,13 @@ pub fn run(config: Option<&Path>, args: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// A report's metrics under the names `--json` and bundle manifests use (named for K, e.g.
-/// `ndcg_at_10`).
-/// `object` with a report's metrics added.
+/// `object` with a report's metrics added, under the names `--json` and bundle manifests use
+/// (named for K, e.g. `ndcg_at_10`).
 fn with_metrics(mut object: serde_json::Value, r: &Report, k: usize) -> serde_json::Value {
     if let Some(map) = object.as_object_mut() {
         map.extend(report_metrics(r, k).into_iter().map(|(name, value)| (name, json!(value))));
     }
     object
-}
-
-/// The `--json` object of one model (keys named for K, e.g. `ndcg_at_10`).
-pub fn to_json(e: &Evaluation, k: usize) -> serde_json::Value {
-    let r = &e.report;
-    with_metrics(
-        json!({
-            "model": e.kind.name(),
-            "params": e.params,
-            "train_seconds": e.train_seconds,
-            "score_seconds": e.score_seconds,
-            "eval_users": r.eval_users,
-            "validation": e.trials.iter().map(|t| json!({"params": t.params, format!("ndcg_at_{k}"): t.ndcg})).collect::<Vec<_>>(),
-        }),
-        r,
-        k,
-    )
 }
 
 pub fn print_table(results: &[Evaluation], k: usize) {

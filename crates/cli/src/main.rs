@@ -200,7 +200,8 @@ pub fn serve_until(
         tracing::info!(%local, data_dir = %project.data_dir().display(), "serving");
         let node = cascade_node::Node::start(&project.config, store, Arc::new(cascade_core::SystemClock))
             .await?
-            .insecure(insecure);
+            .insecure(insecure)
+            .config_hash(project.config_hash.clone());
         let beside = match ready {
             Some(f) => f(local, node.recommender().clone()),
             None => {

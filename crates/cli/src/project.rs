@@ -19,6 +19,10 @@ pub const CONFIG_FILE: &str = "cascade.toml";
 pub struct Project {
     pub config: Config,
     pub config_path: PathBuf,
+    /// SHA-256 of the resolved configuration as loaded (file and environment, before any flag),
+    /// recorded in the manifest of every bundle trained, by `cascade train` or a server's `train`
+    /// job: equal configurations hash alike however they were written.
+    pub config_hash: String,
 }
 
 impl Project {
@@ -52,7 +56,8 @@ impl Project {
             let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             config.project.data_dir = base.join(&config.project.data_dir);
         }
-        Ok(Project { config, config_path: path })
+        let config_hash = cascade_registry::sha256_hex(toml::to_string(&Resolved::of(&config)?)?.as_bytes());
+        Ok(Project { config, config_path: path, config_hash })
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -105,10 +105,7 @@ pub fn registry(project: &Project) -> Result<Registry> {
 pub fn run(project: &Project, args: &TrainArgs) -> Result<Manifest> {
     let data = project.training_data()?;
     let registry = registry(project)?;
-    // The resolved document (every section typed, defaults written), so equal configurations
-    // hash alike however they were written.
-    let resolved = crate::project::Resolved::of(&project.config)?;
-    let config_hash = cascade_registry::sha256_hex(toml::to_string(&resolved)?.as_bytes());
+    let config_hash = project.config_hash.clone();
     let options = TrainOptions { tune: !args.no_tune, k: args.k, who: project.who() };
     let quiet = args.json;
     let progress = |msg: &str| {

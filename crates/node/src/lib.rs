@@ -18,15 +18,20 @@
 //! | `impressions`, `vector-log` | queue writers: impressions into the log, served vectors to disk |
 //! | `keys-watch` | API keys created or revoked with `cascade keys` taken into force |
 //!
+//! Jobs submitted over HTTP (`POST /v1/jobs`: training, evaluation, precomputation) run one at
+//! a time on the [`JobRunner`]'s own thread, recorded in `DATA_DIR/jobs` and the audit log.
+//!
 //! [`Node::serve`] runs the HTTP API (`cascade-server`) until shutdown, then stops in order:
 //! requests drained, queues flushed, jobs stopped after their current round, the feature state
 //! checkpointed, the log flushed and synced. Nothing else in Cascade spawns long-running work.
 
 mod consumer;
+mod jobs;
 mod rebuild;
 mod supervisor;
 
 pub use consumer::{ConsumerOptions, LogConsumer, consume};
+pub use jobs::{JOBS_DIR, JobContext, JobRunner, JobsError};
 pub use rebuild::{RebuildReport, rebuild_features};
 pub use supervisor::{HealthHandle, JobHealth, RoundResult, StopSignal, Supervisor};
 
@@ -66,6 +71,8 @@ pub enum Error {
     Config(#[from] cascade_core::ConfigError),
     #[error(transparent)]
     Server(#[from] cascade_server::StartError),
+    #[error(transparent)]
+    Jobs(#[from] JobsError),
     /// Listening beyond this machine with no API key, without [`Node::insecure`].
     #[error(
         "refusing to serve on {0} without API keys: anyone who reaches it could write events and read users. Create a key (`cascade keys create --name NAME --scope admin`), listen on 127.0.0.1, or pass --insecure"
@@ -82,6 +89,7 @@ impl Error {
             Error::Http(_) => ErrorKind::Unavailable,
             Error::Config(e) => e.kind(),
             Error::Server(e) => e.kind(),
+            Error::Jobs(e) => e.kind(),
             Error::Insecure(_) => ErrorKind::Invalid,
         }
     }
@@ -100,6 +108,7 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     supervisor: Supervisor,
     insecure: bool,
+    config_hash: String,
 }
 
 /// Serves `config` over `store` on `listener` until `shutdown` resolves (see [`Node`]).
@@ -233,6 +242,7 @@ impl Node {
         let features_store = FeaturesStoreConfig::from_config(&config)?;
         let serving = ServingConfig::from_config(&config)?;
         ServerConfig::from_config(&config)?;
+        cascade_training::TrainConfig::from_config(&config)?;
         let pipelines = Pipeline::from_tables(&config.pipelines)?;
         audit_pipeline_changes(store.dir(), &pipelines, clock.now());
         let set = FeatureSet::from_config(&config)?;
@@ -277,6 +287,7 @@ impl Node {
             clock,
             supervisor: Supervisor::new(),
             insecure: false,
+            config_hash: String::new(),
         };
         node.start_jobs(live, &features_store, &serving).await;
         Ok(node)
@@ -457,6 +468,14 @@ impl Node {
         self
     }
 
+    /// The hash of the project's configuration that bundles trained by `train` jobs record in
+    /// their manifests (`cascade serve` passes the one `cascade train` computes; empty when
+    /// not given).
+    pub fn config_hash(mut self, hash: impl Into<String>) -> Node {
+        self.config_hash = hash.into();
+        self
+    }
+
     /// Serves the HTTP API on `listener` until `shutdown` resolves, then stops the node: drains
     /// requests, writes every queued impression and served vector, stops the jobs after their
     /// current round, checkpoints the feature state, flushes and syncs the log and writes the
@@ -466,10 +485,13 @@ impl Node {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let Node { config, store, features, recommender, clock, mut supervisor, insecure, .. } = self;
-        let jobs = Arc::new(supervisor.health_handle());
-        let state =
-            AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock)?.with_jobs(jobs);
+        let Node { config, store, features, recommender, clock, mut supervisor, insecure, config_hash, .. } = self;
+        let health = Arc::new(supervisor.health_handle());
+        let context = JobContext::new(&config, store.clone(), recommender.clone(), clock.clone(), config_hash)?;
+        let runner = Arc::new(JobRunner::start(context)?);
+        let state = AppState::new(&config, store.clone(), features.clone(), recommender.clone(), clock)?
+            .with_jobs(health)
+            .with_job_queue(runner.clone());
         let local = listener.local_addr()?;
         if !local.ip().is_loopback() && !state.keys().enabled() && !insecure {
             return Err(Error::Insecure(local));
@@ -490,6 +512,8 @@ impl Node {
             }
         });
         let served = cascade_server::serve(listener, state, shutdown).await;
+        // No job starts once requests have stopped; the one running (if any) is not waited for.
+        runner.stop();
         // Every answered request's impressions and vectors are queued; closing the queues lets
         // their writers drain them and end before the log closes.
         recommender.close_impressions();

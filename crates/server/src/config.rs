@@ -52,11 +52,13 @@ pub struct InFlight {
     pub serve: usize,
     /// Catalogue reads.
     pub read: usize,
+    /// Administrative routes (`/v1/jobs`).
+    pub admin: usize,
 }
 
 impl Default for InFlight {
     fn default() -> Self {
-        InFlight { ingest: 32, serve: 0, read: 64 }
+        InFlight { ingest: 32, serve: 0, read: 64, admin: 8 }
     }
 }
 
@@ -105,6 +107,7 @@ impl Section for ServerConfig {
             ("blocking_threads", self.blocking_threads),
             ("in_flight.ingest", self.in_flight.ingest),
             ("in_flight.read", self.in_flight.read),
+            ("in_flight.admin", self.in_flight.admin),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::invalid(format!("server.{key}"), "must be at least 1"));

@@ -30,7 +30,8 @@ pub enum Class {
     Serve,
     /// Catalogue reads.
     Read,
-    /// The model lifecycle and the audit log: the `admin` scope.
+    /// Administrative routes: the model lifecycle, rollouts, the audit log and jobs (the
+    /// `admin` scope only).
     Admin,
     /// Health probes: never limited, keyed unless `server.open_health`.
     Health,
@@ -99,6 +100,7 @@ pub struct Guard {
     ingest: Gate,
     serve: Gate,
     read: Gate,
+    admin: Gate,
     open_health: bool,
     open_metrics: bool,
     request_timeout: Duration,
@@ -113,6 +115,7 @@ impl Guard {
             ingest: Gate::new(config.in_flight.ingest, config),
             serve: Gate::new(config.in_flight.serve_slots(), config),
             read: Gate::new(config.in_flight.read, config),
+            admin: Gate::new(config.in_flight.admin, config),
             open_health: config.open_health,
             open_metrics: config.open_metrics,
             request_timeout: config.request_timeout,
@@ -144,8 +147,8 @@ impl Guard {
             Class::Ingest => Some(&self.ingest),
             Class::Serve => Some(&self.serve),
             Class::Read => Some(&self.read),
-            // Rare, and only for the admin key: bounded by the request timeout alone.
-            Class::Admin | Class::Health | Class::Metrics => None,
+            Class::Admin => Some(&self.admin),
+            Class::Health | Class::Metrics => None,
         }
     }
 }

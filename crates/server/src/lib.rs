@@ -1,5 +1,5 @@
 //! Cascade's HTTP server: event ingestion, the catalogue, online features, recommendations,
-//! health and metrics.
+//! jobs (training, evaluation, precomputation, run by the node), health and metrics.
 //!
 //! Handlers follow one shape: parse and validate the body, one call (the store, the feature
 //! store, the [`Recommender`]), convert back. Only this crate knows HTTP; the wire types live in
@@ -14,6 +14,7 @@ mod extract;
 mod features;
 mod guard;
 mod ingest;
+mod jobs;
 pub mod keys;
 mod listen;
 mod ops;
@@ -22,6 +23,7 @@ mod recommend;
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use features::{Features, VECTOR_LOG_FILE};
+pub use jobs::{JobQueue, JobRefused};
 pub use keys::{KeyRing, Principal, Scope};
 pub use listen::serve;
 pub use ops::metrics_handle;
@@ -49,6 +51,7 @@ pub struct AppState {
     recommender: Arc<Recommender>,
     clock: Arc<dyn Clock>,
     jobs: Option<Arc<dyn JobsReport>>,
+    job_queue: Option<Arc<dyn JobQueue>>,
 }
 
 /// What reports the node's jobs for `GET /v2/health/jobs` (the node's supervisor).
@@ -105,6 +108,7 @@ impl AppState {
             recommender,
             clock,
             jobs: None,
+            job_queue: None,
         })
     }
 
@@ -123,6 +127,13 @@ impl AppState {
         self.jobs = Some(jobs);
         self
     }
+
+    /// The state with `/v1/jobs` served by the node's job runner (without one, those routes
+    /// answer 503 `unavailable`).
+    pub fn with_job_queue(mut self, queue: Arc<dyn JobQueue>) -> AppState {
+        self.job_queue = Some(queue);
+        self
+    }
 }
 
 #[derive(OpenApi)]
@@ -133,6 +144,7 @@ impl AppState {
         features::post_features,
         recommend::post_recommendations, recommend::post_rank, recommend::get_similar,
         catalogue::put_item, catalogue::get_item, catalogue::put_user, catalogue::get_user,
+        jobs::post_job, jobs::get_job, jobs::list_jobs,
         ops::live, ops::ready, ops::jobs, ops::metrics,
         admin::list_models, admin::list_aliases, admin::set_alias, admin::delete_alias, admin::alias_history,
         admin::rollback_alias, admin::rollouts, admin::audit,
@@ -142,6 +154,7 @@ impl AppState {
         (name = "catalogue", description = "Items and users"),
         (name = "features", description = "Online feature values"),
         (name = "recommendations", description = "The serving cascade: recommendations, re-ranking, similar items"),
+        (name = "jobs", description = "Training, evaluation and precomputation inside the server"),
         (name = "operations", description = "Health and metrics"),
         (name = "models", description = "Model bundles, aliases, rollouts and the audit log (scope `admin`)"),
     )
@@ -170,7 +183,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 ("events", _) | ("catalogue", "PUT") => Some(Scope::Ingest),
                 ("catalogue", _) => Some(Scope::Read),
                 ("features" | "recommendations", _) => Some(Scope::Serve),
-                ("models", _) => Some(Scope::Admin),
+                ("models" | "jobs", _) => Some(Scope::Admin),
                 _ => None,
             };
             let Some(scope) = scope else {
@@ -179,10 +192,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 continue;
             };
             op.security = Some(vec![SecurityRequirement::new("api_key", [""; 0])]);
-            let note = if scope == Scope::Admin {
-                "Scope: `admin` once the project has API keys.".to_string()
-            } else {
-                format!("Scope: `{scope}` (or `admin`) once the project has API keys.")
+            let note = match scope {
+                Scope::Admin => "Scope: `admin` once the project has API keys.".to_string(),
+                _ => format!("Scope: `{scope}` (or `admin`) once the project has API keys."),
             };
             op.description = Some(match op.description.take() {
                 Some(d) => format!("{d}\n\n{note}"),
@@ -221,7 +233,8 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
 }
 
 /// Every route, grouped by class: each group shares its key scope and its in-flight slots
-/// ([`guard`]), so the table below is also the API's authorization table.
+/// ([`guard`]), so the table below is also the API's authorization table (ingest, serve, read:
+/// that scope or `admin`; admin: `admin` only).
 pub fn router(state: AppState) -> Router {
     let group = |class: Class, routes: Router<AppState>| {
         routes.route_layer(axum::middleware::from_fn_with_state((state.clone(), class), guard::guard))
@@ -250,7 +263,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{family}/aliases/{alias}/history", get(admin::alias_history))
         .route("/v1/models/{family}/aliases/{alias}/rollback", post(admin::rollback_alias))
         .route("/v1/rollouts", get(admin::rollouts))
-        .route("/v1/audit", get(admin::audit));
+        .route("/v1/audit", get(admin::audit))
+        .route("/v1/jobs", post(jobs::post_job).get(jobs::list_jobs))
+        .route("/v1/jobs/{id}", get(jobs::get_job));
     let cors = cors(&state.server.cors_origins);
     let router = Router::new()
         .merge(group(Class::Ingest, ingest))

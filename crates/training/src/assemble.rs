@@ -5,6 +5,7 @@
 use crate::config::{FeatureScale, TrainConfig};
 use crate::dataset::LogData;
 use crate::error::{Error, Result};
+use crate::lock::TrainLock;
 use crate::ranking::{self, Catalogue, RankingParams};
 use crate::retrieval::{self, Evaluation, ModelKind, matrix, report_metrics};
 use cascade_bundle::{ItemTokens, SourceKind, artifacts};
@@ -51,6 +52,9 @@ pub struct Trained {
 /// are measured on the most recent `validation_fraction` of interactions (models fitted on the
 /// rest); the bundled models are then refit on all interactions. `config_hash` identifies the
 /// project configuration in the manifest; `progress` hears what is being done.
+///
+/// The whole run holds the registry's [`TrainLock`]: while another trainer holds it, this fails
+/// at once with [`Error::TrainingRunning`].
 pub fn train_bundle(
     registry: &Registry,
     config: &TrainConfig,
@@ -59,6 +63,7 @@ pub fn train_bundle(
     options: &TrainOptions,
     progress: &dyn Fn(&str),
 ) -> Result<Trained> {
+    let _lock = TrainLock::acquire(registry.root())?;
     if data.rows.is_empty() {
         return Err(Error::NoData(
             "no interactions in the event log: import or generate data first (event types in [train] interactions)"

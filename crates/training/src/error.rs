@@ -12,6 +12,15 @@ pub enum Error {
     /// The data cannot train what was asked (no interactions, no held-out positives, ...).
     #[error("{0}")]
     NoData(String),
+    /// Another trainer (`cascade train`, a server's `train` job) holds the project's
+    /// training lock.
+    #[error(
+        "another training is running on this project ({} is locked by `cascade train` or a server's train job); wait for it to finish",
+        path.display()
+    )]
+    TrainingRunning { path: std::path::PathBuf },
+    #[error("the training lock {}: {source}", path.display())]
+    Lock { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Model(#[from] cascade_models::Error),
     #[error(transparent)]
@@ -34,6 +43,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::UnknownModel(_) | Error::Params { .. } | Error::NoContent | Error::NoData(_) => ErrorKind::Invalid,
+            Error::TrainingRunning { .. } => ErrorKind::Conflict,
+            Error::Lock { .. } => ErrorKind::Unavailable,
             Error::Model(e) => e.kind(),
             Error::Eval(e) => e.kind(),
             Error::Rank(e) => e.kind(),

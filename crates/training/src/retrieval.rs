@@ -214,6 +214,55 @@ pub fn evaluate(
     Ok(Evaluation { kind, params, trials, report, train_seconds, score_seconds, model })
 }
 
+impl Evaluation {
+    /// The JSON object of this evaluation that `cascade evaluate --json` prints and an
+    /// `evaluate` job reports: the model, its parameters, timings, evaluation users, the
+    /// validation trials and the metrics named for K (`ndcg_at_10`, ...).
+    pub fn to_json(&self, k: usize) -> Value {
+        let r = &self.report;
+        let mut object = json!({
+            "model": self.kind.name(),
+            "params": self.params,
+            "train_seconds": self.train_seconds,
+            "score_seconds": self.score_seconds,
+            "eval_users": r.eval_users,
+            "validation": self.trials.iter().map(|t| json!({"params": t.params, format!("ndcg_at_{k}"): t.ndcg})).collect::<Vec<_>>(),
+        });
+        if let Some(map) = object.as_object_mut() {
+            map.extend(report_metrics(r, k).into_iter().map(|(name, value)| (name, json!(value))));
+        }
+        object
+    }
+}
+
+/// `cascade evaluate` on a project's log: each of `models` tuned (when `tune`) on the validation
+/// slice, fitted on the interactions before the latest `test_fraction` and scored on those, by
+/// weighted interactions with the items' attribute tokens. `progress` hears each model's name
+/// once, before it is evaluated.
+pub fn evaluate_log(
+    data: crate::dataset::LogData,
+    models: &[String],
+    test_fraction: f64,
+    k: usize,
+    tune: bool,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Evaluation>> {
+    if data.rows.is_empty() {
+        return Err(Error::NoData(
+            "no interactions in the event log: import or generate data first (event types in [train] interactions)"
+                .into(),
+        ));
+    }
+    let kinds = models.iter().map(|m| ModelKind::parse(m)).collect::<Result<Vec<_>>>()?;
+    let split = Split::temporal(data.rows, test_fraction)?;
+    let mut out = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        progress(kind.name());
+        out.push(evaluate(kind, &split, true, k, tune, Some(&data.tokens))?);
+    }
+    Ok(out)
+}
+
 /// A report's metrics under the names manifests and `--json` use (`ndcg_at_10`, ..., `novelty`).
 pub fn report_metrics(r: &Report, k: usize) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = [

@@ -1,11 +1,12 @@
 //! A node serving its HTTP API on a real listener: ingestion, validation, limits, catalogue, features,
-//! operations.
+//! jobs, operations.
 
 mod audit;
 mod catalogue;
 mod features;
 mod guard;
 mod ingest;
+mod jobs;
 mod ops;
 mod recommend;
 mod redis_outage;
