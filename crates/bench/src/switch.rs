@@ -53,7 +53,10 @@ struct Report {
     rate: u32,
     paths: Vec<PathReport>,
     requests: u64,
-    failed: u64,
+    /// Non-2xx answers and transport errors, by status (`error` for the latter).
+    failed: std::collections::BTreeMap<String, u64>,
+    /// Of them, those sent within a second after a move.
+    failed_near_a_move: u64,
 }
 
 /// Responses seen: (when it was sent, when it came back, the version that served it).
@@ -79,7 +82,7 @@ pub fn run(args: &SwitchArgs) -> Result<()> {
 async fn measure(args: &SwitchArgs, bodies: Arc<Vec<String>>) -> Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let seen: Seen = Arc::default();
-    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let driver = {
         let (client, seen, failed, stop) = (client.clone(), seen.clone(), failed.clone(), stop.clone());
@@ -106,9 +109,8 @@ async fn measure(args: &SwitchArgs, bodies: Arc<Vec<String>>) -> Result<()> {
                             let v: serde_json::Value = r.json().await.unwrap_or_default();
                             seen.lock().await.push((sent, Instant::now(), v["model_version"].as_u64()));
                         }
-                        _ => {
-                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        Ok(r) => failed.lock().await.push((sent, r.status().as_u16().to_string())),
+                        Err(_) => failed.lock().await.push((sent, "error".into())),
                     }
                 });
             }
@@ -117,6 +119,7 @@ async fn measure(args: &SwitchArgs, bodies: Arc<Vec<String>>) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let registry = cascade_registry::Registry::open(args.data_dir.join("registry"))?.with_audit_in(&args.data_dir);
     let mut paths = Vec::new();
+    let mut moves = Vec::new();
     let mut turn = 0usize;
     for path in ["api", "cli"] {
         let mut took = Vec::with_capacity(args.moves);
@@ -124,6 +127,7 @@ async fn measure(args: &SwitchArgs, bodies: Arc<Vec<String>>) -> Result<()> {
             turn += 1;
             let target = args.versions[turn % 2];
             let moved = Instant::now();
+            moves.push(moved);
             match path {
                 "api" => {
                     let mut req = client
@@ -177,11 +181,18 @@ async fn measure(args: &SwitchArgs, bodies: Arc<Vec<String>>) -> Result<()> {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     driver.await?;
+    let failed = failed.lock().await;
+    let mut by_status = std::collections::BTreeMap::new();
+    for (_, status) in failed.iter() {
+        *by_status.entry(status.clone()).or_insert(0) += 1;
+    }
+    let near = |t: &Instant| moves.iter().any(|m| *t >= *m && t.duration_since(*m) < Duration::from_secs(1));
     let report = Report {
         rate: args.rate,
         paths,
         requests: seen.lock().await.len() as u64,
-        failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        failed: by_status,
+        failed_near_a_move: failed.iter().filter(|(t, _)| near(t)).count() as u64,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -191,7 +202,10 @@ async fn measure(args: &SwitchArgs, bodies: Arc<Vec<String>>) -> Result<()> {
         for p in &report.paths {
             println!("{:<6} {:>6} {:>10.1} {:>10.1} {:>10.1}", p.path, p.moves, p.p50_ms, p.mean_ms, p.max_ms);
         }
-        println!("{} requests answered, {} failed or refused", report.requests, report.failed);
+        println!(
+            "{} requests answered; not answered 2xx: {:?}, of which {} sent within 1 s after a move",
+            report.requests, report.failed, report.failed_near_a_move
+        );
     }
     Ok(())
 }
