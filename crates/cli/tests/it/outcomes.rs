@@ -160,6 +160,9 @@ fn a_challenger_users_click_less_is_rolled_back_by_ctr_and_compared_with_an_inte
         let labelled = windows.iter().find(|w| w["champion"]["ece"].is_number()).unwrap();
         assert!(labelled["champion"]["labelled"].as_u64() > Some(0), "{labelled}");
         server.stop().await;
+        // The totals of the judged windows are saved with the state.
+        let status = ok(root, &["rollout", "status"]);
+        assert!(status.contains("outcomes per request: champion") && status.contains("95% CI"), "{status}");
     });
 
     // A canary held at 50%: the same challenger is retired by its CTR against the champion's.

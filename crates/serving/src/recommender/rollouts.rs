@@ -71,6 +71,8 @@ impl ShadowTotals {
 /// One pipeline's rollout in memory: its state and the window in progress.
 #[derive(Debug, Default)]
 pub(super) struct Runtime {
+    /// The pipeline's name, shared by the impressions the join keeps.
+    pub(super) name: Arc<str>,
     pub(super) state: Option<RolloutState>,
     pub(super) champion: ArmWindow,
     pub(super) challenger: ArmWindow,
@@ -136,7 +138,12 @@ impl Rollouts {
             .values()
             .filter(|p| p.config.rollout.strategy != Strategy::None)
             .map(|p| {
-                let runtime = Runtime { state: saved.remove(&p.name), window_started_ms: now_ms, ..Runtime::default() };
+                let runtime = Runtime {
+                    name: p.name.as_str().into(),
+                    state: saved.remove(&p.name),
+                    window_started_ms: now_ms,
+                    ..Runtime::default()
+                };
                 (p.name.clone(), Mutex::new(runtime))
             })
             .collect();
