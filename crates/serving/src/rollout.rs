@@ -116,10 +116,13 @@ pub struct Guardrails {
     /// Share of the challenger's requests served with any fallback.
     pub fallback_rate: Option<Guardrail>,
     /// The challenger's CTR (clicked impressions / impressions) over the champion's in the same
-    /// window; usually with `min`.
+    /// window; usually with `min`. (Absent ones are not written: a pipeline's resolved
+    /// configuration, which starts compare and audit, stays as it was without them.)
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ctr_ratio: Option<Guardrail>,
     /// Expected calibration error of the challenger's served probabilities (heavy-ranked
     /// impressions) against their outcomes, once their attribution window has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ece: Option<Guardrail>,
 }
 
@@ -722,6 +725,14 @@ mod tests {
         assert_eq!(parsed.ctr_ratio, Some(Guardrail::min(0.9, 500, 3)));
         assert_eq!(parsed.ece, Some(Guardrail::max(0.05, 100, 3)));
         assert_eq!(parsed.p99_latency_ms, Some(Guardrail::max(15.0, 100, 3)));
+        // Written as before for a configuration without the outcome guardrails.
+        let written = serde_json::to_value(Guardrails { ctr_ratio: None, ece: None, ..parsed }).unwrap();
+        let before = serde_json::json!({
+            "p99_latency_ms": {"max": 15.0, "min_requests": 100, "windows": 3},
+            "error_rate": null,
+            "fallback_rate": null,
+        });
+        assert_eq!(written, before);
     }
 
     #[test]
