@@ -115,6 +115,22 @@ pub struct AuditResponse {
     pub next_before: Option<u64>,
 }
 
+/// One arm's impressions and the outcome events (the `[train] interactions` types) attributed
+/// to them, by the response's request id or by (user, item) within the rollout's
+/// `attribution_window`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ArmOutcomes {
+    /// Responses whose impressions were read (each showed at least one item).
+    pub requests: u64,
+    /// Responses with an outcome attributed to at least one of their items.
+    pub converted: u64,
+    pub impressions: u64,
+    /// Impressions with at least one outcome attributed.
+    pub clicked: u64,
+    /// Outcome events attributed (an impression may collect several).
+    pub outcomes: u64,
+}
+
 /// One arm (champion or challenger) over one window of requests.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct WindowSummary {
@@ -125,6 +141,21 @@ pub struct WindowSummary {
     pub error_rate: Option<f64>,
     /// Share of requests served with any fallback.
     pub fallback_rate: Option<f64>,
+    /// Counted by arrival: the impressions read in the window, and the outcomes attributed in it
+    /// (to impressions of this window or earlier ones).
+    #[serde(default)]
+    pub outcomes: ArmOutcomes,
+    /// `outcomes.clicked / outcomes.impressions`.
+    #[serde(default)]
+    pub ctr: Option<f64>,
+    /// Impressions ranked by the heavy ranker whose attribution window ended in the window, so
+    /// their label (an outcome or none) is final.
+    #[serde(default)]
+    pub labelled: u64,
+    /// Expected calibration error of those impressions' served probabilities against their
+    /// labels (10 equal-width bins).
+    #[serde(default)]
+    pub ece: Option<f64>,
 }
 
 /// One evaluated window of a rollout.
@@ -136,6 +167,9 @@ pub struct WindowRecord {
     pub challenger: WindowSummary,
     /// Guardrails the challenger crossed in it.
     pub crossed: Vec<String>,
+    /// The challenger's CTR over the champion's in this window (none while the champion's is 0).
+    #[serde(default)]
+    pub ctr_ratio: Option<f64>,
 }
 
 /// Where a rollout stands.
@@ -176,6 +210,11 @@ pub struct RolloutState {
     /// Shadow scoring's comparison as of the latest window (shadow rollouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowSummary>,
+    /// Each arm's impressions and outcomes through the last evaluated window.
+    #[serde(default)]
+    pub champion_outcomes: ArmOutcomes,
+    #[serde(default)]
+    pub challenger_outcomes: ArmOutcomes,
 }
 
 /// What shadow scoring found, since the rollout started.
@@ -210,6 +249,30 @@ pub struct PipelineRollout {
     /// The window in progress.
     pub current_window: Option<WindowRecord>,
     pub shadow: Option<ShadowSummary>,
+    /// The challenger against the champion on their outcomes since the rollout started (not for
+    /// shadow rollouts, where the challenger serves nothing).
+    pub comparison: Option<ArmComparison>,
+}
+
+/// The challenger's outcome rate against the champion's, per request: a request converts when
+/// an outcome is attributed to any item it showed (requests, unlike the items of one list, are
+/// close to independent trials). Compared with the two-proportion z-test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArmComparison {
+    pub champion: ArmOutcomes,
+    pub challenger: ArmOutcomes,
+    /// `converted / requests` of each arm.
+    pub champion_rate: Option<f64>,
+    pub challenger_rate: Option<f64>,
+    /// `challenger_rate - champion_rate`.
+    pub difference: Option<f64>,
+    /// The 95% confidence interval of the difference (unpooled standard error).
+    pub ci95_low: Option<f64>,
+    pub ci95_high: Option<f64>,
+    /// Two-sided p-value of "no difference" (pooled standard error).
+    pub p_value: Option<f64>,
+    /// `difference / champion_rate`.
+    pub relative_lift: Option<f64>,
 }
 
 /// Body of `GET /v1/rollouts`.

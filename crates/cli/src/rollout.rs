@@ -1,6 +1,7 @@
 //! `cascade rollout status`: each pipeline's latest rollout as the server last saved it
 //! (`DATA_DIR/rollouts.json`, written at every judged window): phase, step and share, the
-//! guardrails' breaches, the last windows of both arms, and shadow scoring's comparison.
+//! guardrails' breaches, the last windows of both arms, the arms' outcomes compared, and shadow
+//! scoring's comparison.
 
 use crate::project::Project;
 use anyhow::{Context, Result};
@@ -64,11 +65,12 @@ pub fn run(project: &Project, cmd: &RolloutCommand) -> Result<()> {
             let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
             let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2}%", v * 100.0));
             format!(
-                "{:>6} req  p99 {:>6} ms  errors {:>6}  fallbacks {:>6}",
+                "{:>6} req  p99 {:>6} ms  errors {:>6}  fallbacks {:>6}  ctr {:>6}",
                 w.requests,
                 ms(w.p99_latency_ms),
                 pct(w.error_rate),
-                pct(w.fallback_rate)
+                pct(w.fallback_rate),
+                pct(w.ctr)
             )
         };
         for w in s.windows.iter().rev().take(*windows).rev() {
@@ -77,6 +79,23 @@ pub fn run(project: &Project, cmd: &RolloutCommand) -> Result<()> {
                 if w.crossed.is_empty() { String::new() } else { format!("  crossed: {}", w.crossed.join(", ")) };
             println!("  {at}  champion {}", fmt(&w.champion));
             println!("  {:24}  challenger {}{crossed}", "", fmt(&w.challenger));
+        }
+        let c = cascade_serving::rollout::compare(s.champion_outcomes.clone(), s.challenger_outcomes.clone());
+        if let (Some(a), Some(b), Some(d), Some(low), Some(high), Some(p)) =
+            (c.champion_rate, c.challenger_rate, c.difference, c.ci95_low, c.ci95_high, c.p_value)
+        {
+            println!(
+                "  outcomes per request: champion {}/{} ({:.2}%), challenger {}/{} ({:.2}%): {:+.2} points (95% CI {:+.2} to {:+.2}), p = {p:.2e}",
+                c.champion.converted,
+                c.champion.requests,
+                a * 100.0,
+                c.challenger.converted,
+                c.challenger.requests,
+                b * 100.0,
+                d * 100.0,
+                low * 100.0,
+                high * 100.0,
+            );
         }
         if let Some(sh) = &s.shadow {
             let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));

@@ -12,6 +12,7 @@
 //!   logs and target policies are scored with.
 //! - [`policy`]: off-policy evaluation of a serving policy on the impressions and outcome events
 //!   of the log (attribution of outcomes, target policies, the estimates).
+//! - [`stats`]: two arms' rates compared (the two-proportion z-test and its interval).
 //!
 //! A most-popular baseline, end to end:
 //!
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod offpolicy;
 pub mod policy;
 pub mod protocol;
+pub mod stats;
 
 pub use cascade_core::ErrorKind;
 pub use error::{Error, Result};

@@ -19,9 +19,9 @@
 //! **Catalogue metrics** work on all users' lists: [`coverage_at_k`] and [`novelty`].
 //!
 //! **Classification metrics** work on scores and binary labels: [`roc_auc`], [`pr_auc`] (average
-//! precision as scikit-learn defines it) and [`ece`]. They return `None` where the metric is
-//! undefined. Scores are ordered by [`f64::total_cmp`] (a NaN sorts above `+inf`); ties are
-//! exact `==` equality.
+//! precision as scikit-learn defines it) and [`ece`]; [`CalibrationBins`] is the streaming,
+//! equal-width ECE. They return `None` where the metric is undefined. Scores are ordered by
+//! [`f64::total_cmp`] (a NaN sorts above `+inf`); ties are exact `==` equality.
 
 use std::collections::HashSet;
 
@@ -221,6 +221,67 @@ pub fn ece(scores: &[f64], labels: &[bool], bins: usize) -> Option<f64> {
     Some(total)
 }
 
+/// Calibration counted as scores and labels stream in: [`ECE_BINS`] equal-width bins over
+/// [0, 1] (a score `s` falls in bin `min(floor(10 s), 9)`; scores outside [0, 1] are clamped),
+/// each holding its count, score sum and positives, so memory is constant. Its
+/// [`CalibrationBins::ece`] is the usual equal-width ECE, `Σ_b |b| / n · |mean(label) −
+/// mean(score)|` over the non-empty bins — unlike [`ece`], whose bins hold equal numbers of rows
+/// and need every score at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CalibrationBins {
+    count: [u64; ECE_BINS],
+    scores: [f64; ECE_BINS],
+    positives: [u64; ECE_BINS],
+}
+
+impl CalibrationBins {
+    /// Counts one score with its label; a NaN score is not counted.
+    pub fn add(&mut self, score: f64, label: bool) {
+        if score.is_nan() {
+            return;
+        }
+        let s = score.clamp(0.0, 1.0);
+        let b = ((s * ECE_BINS as f64) as usize).min(ECE_BINS - 1);
+        self.count[b] += 1;
+        self.scores[b] += s;
+        self.positives[b] += u64::from(label);
+    }
+
+    /// Adds another's counts.
+    pub fn merge(&mut self, other: &CalibrationBins) {
+        for b in 0..ECE_BINS {
+            self.count[b] += other.count[b];
+            self.scores[b] += other.scores[b];
+            self.positives[b] += other.positives[b];
+        }
+    }
+
+    /// Scores counted.
+    pub fn len(&self) -> u64 {
+        self.count.iter().sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The expected calibration error; `None` with nothing counted.
+    pub fn ece(&self) -> Option<f64> {
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        let total = (0..ECE_BINS)
+            .filter(|&b| self.count[b] > 0)
+            .map(|b| {
+                let c = self.count[b] as f64;
+                c / n as f64 * (self.positives[b] as f64 / c - self.scores[b] / c).abs()
+            })
+            .sum();
+        Some(total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +294,38 @@ mod tests {
 
     fn h(bits: &str) -> Vec<bool> {
         bits.chars().map(|c| c == '1').collect()
+    }
+
+    #[test]
+    fn equal_width_calibration_by_hand() {
+        let mut bins = CalibrationBins::default();
+        assert_eq!(bins.ece(), None);
+        // Bin 0: scores 0.05, 0.05, labels 0, 1 → |0.5 − 0.05| = 0.45, weight 2/6.
+        // Bin 8: scores 0.8, 0.85, 0.89 (mean 0.84667), labels 1, 1, 0 → |2/3 − 0.84667| = 0.18,
+        // weight 3/6.
+        // Bin 9: score 1.0 (the top edge belongs to the last bin), label 1 → |1 − 1| = 0.
+        for (s, y) in [(0.05, false), (0.05, true), (0.8, true), (0.85, true), (0.89, false), (1.0, true)] {
+            bins.add(s, y);
+        }
+        bins.add(f64::NAN, true);
+        assert_eq!(bins.len(), 6);
+        let expected = 2.0 / 6.0 * 0.45 + 3.0 / 6.0 * ((0.8 + 0.85 + 0.89) / 3.0 - 2.0 / 3.0);
+        close(bins.ece().unwrap(), expected);
+        // Split and merged, the same.
+        let (mut a, mut b) = (CalibrationBins::default(), CalibrationBins::default());
+        for (i, (s, y)) in
+            [(0.05, false), (0.05, true), (0.8, true), (0.85, true), (0.89, false), (1.0, true)].into_iter().enumerate()
+        {
+            if i % 2 == 0 { a.add(s, y) } else { b.add(s, y) }
+        }
+        a.merge(&b);
+        close(a.ece().unwrap(), expected);
+        // Perfectly calibrated within each bin: 0.
+        let mut fair = CalibrationBins::default();
+        for i in 0..10 {
+            fair.add(0.3, i < 3);
+        }
+        close(fair.ece().unwrap(), 0.0);
     }
 
     #[test]

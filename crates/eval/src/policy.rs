@@ -23,8 +23,10 @@ use crate::error::{Error, Result};
 use crate::offpolicy::{Estimate, LoggedItem, epsilon_greedy_inclusion, explored_slots, ips, snips};
 use cascade_core::config::EntityKind;
 use cascade_core::{Config, IMPRESSION, Impression, ImpressionError, Record, Timestamp, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::hash::Hash;
 use std::str::FromStr;
 
 /// The policy being evaluated.
@@ -96,28 +98,99 @@ pub enum Via {
 /// the server's. Otherwise (no request_id, or one naming no impression of that item) the
 /// latest impression of the same user and item with `ts` in `(outcome.ts - window_ms,
 /// outcome.ts]`, ties going to the one logged last. An outcome maps to at most one impression;
-/// an impression can collect several outcomes.
+/// an impression can collect several outcomes. The rule is [`Attribution::find`]'s, which
+/// serving's rollouts also join outcomes with as they arrive.
 pub fn attribute(impressions: &[Impression], outcomes: &[Outcome], window_ms: i64) -> Vec<Option<(usize, Via)>> {
-    let mut by_request: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut by_pair: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    let mut index = Attribution::new(window_ms);
     for (i, imp) in impressions.iter().enumerate() {
-        by_request.entry((imp.request_id.as_str(), imp.item.as_str())).or_insert(i);
-        by_pair.entry((imp.user.as_str(), imp.item.as_str())).or_default().push(i);
+        index.insert(imp.request_id.as_str(), imp.user.as_str(), imp.item.as_str(), imp.ts, i);
     }
-    for list in by_pair.values_mut() {
-        list.sort_by_key(|&i| (impressions[i].ts, i));
+    outcomes.iter().map(|o| index.find(o.request_id.as_deref(), o.user.as_deref(), &o.item, o.ts)).collect()
+}
+
+/// Impressions indexed the way outcomes find them (the rule of [`attribute`]): by request id
+/// and item, and by user and item in time order. `S` is the string the index holds (`&str` over
+/// impressions kept elsewhere, `Arc<str>` for an index that outlives its input); `K` is what the
+/// caller knows an impression by. An index can be kept up to date as impressions arrive and
+/// leave ([`Attribution::remove`]), so it also serves a stream.
+#[derive(Debug)]
+pub struct Attribution<S, K> {
+    window_ms: i64,
+    /// request id → (item, impression), in insertion order.
+    by_request: HashMap<S, Vec<(S, K)>>,
+    /// user → item → (ts, impression), by ts, ties in insertion order (a deque: a stream
+    /// removes the oldest, at the front).
+    by_pair: HashMap<S, HashMap<S, VecDeque<(Timestamp, K)>>>,
+}
+
+impl<S, K> Attribution<S, K>
+where
+    S: Borrow<str> + Eq + Hash + Clone,
+    K: Copy + PartialEq,
+{
+    /// An empty index attributing by (user, item) within `window_ms` (0: by request id only).
+    pub fn new(window_ms: i64) -> Self {
+        Attribution { window_ms, by_request: HashMap::new(), by_pair: HashMap::new() }
     }
-    outcomes
-        .iter()
-        .map(|o| {
-            if let Some(&i) = o.request_id.as_deref().and_then(|r| by_request.get(&(r, o.item.as_str()))) {
-                return Some((i, Via::RequestId));
+
+    /// Indexes one impression.
+    pub fn insert(&mut self, request: S, user: S, item: S, ts: Timestamp, key: K) {
+        self.by_request.entry(request).or_default().push((item.clone(), key));
+        let list = self.by_pair.entry(user).or_default().entry(item).or_default();
+        let at = list.partition_point(|(t, _)| *t <= ts);
+        list.insert(at, (ts, key));
+    }
+
+    /// The impression an outcome on `item` at `ts` counts for (see [`attribute`]), and how.
+    pub fn find(&self, request: Option<&str>, user: Option<&str>, item: &str, ts: Timestamp) -> Option<(K, Via)> {
+        let named = request
+            .and_then(|r| self.by_request.get(r))
+            .and_then(|items| items.iter().find(|(i, _)| i.borrow() == item).map(|(_, k)| *k));
+        if let Some(k) = named {
+            return Some((k, Via::RequestId));
+        }
+        let list = self.by_pair.get(user?)?.get(item)?;
+        let &(at, k) = list.get(list.partition_point(|(t, _)| *t <= ts).checked_sub(1)?)?;
+        (at.0 > ts.0.saturating_sub(self.window_ms)).then_some((k, Via::Window))
+    }
+
+    /// The impressions of one request, in insertion order.
+    pub fn request(&self, request: &str) -> impl Iterator<Item = K> + '_ {
+        self.by_request.get(request).into_iter().flatten().map(|(_, k)| *k)
+    }
+
+    /// Whether an impression of `request` is indexed.
+    pub fn has_request(&self, request: &str) -> bool {
+        self.by_request.contains_key(request)
+    }
+
+    /// Forgets one impression (as inserted).
+    pub fn remove(&mut self, request: &str, user: &str, item: &str, key: K) {
+        if let Some(items) = self.by_request.get_mut(request) {
+            items.retain(|(_, k)| *k != key);
+            if items.is_empty() {
+                self.by_request.remove(request);
             }
-            let list = by_pair.get(&(o.user.as_deref()?, o.item.as_str()))?;
-            let &i = list[..list.partition_point(|&i| impressions[i].ts <= o.ts)].last()?;
-            (impressions[i].ts.0 > o.ts.0.saturating_sub(window_ms)).then_some((i, Via::Window))
-        })
-        .collect()
+        }
+        if let Some(by_item) = self.by_pair.get_mut(user) {
+            if let Some(list) = by_item.get_mut(item) {
+                if let Some(at) = list.iter().position(|(_, k)| *k == key) {
+                    list.remove(at);
+                }
+                if list.is_empty() {
+                    by_item.remove(item);
+                }
+            }
+            if by_item.is_empty() {
+                self.by_pair.remove(user);
+            }
+        }
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_request.is_empty()
+    }
 }
 
 /// What one request's impressions say about the ranked list its logger explored.
@@ -404,22 +477,45 @@ impl LogEvents {
     }
 
     fn push(&mut self, offset: u64, record: &Record, weights: &BTreeMap<String, f64>) {
-        let Record::Event(e) = record else { return };
-        if e.event_type == IMPRESSION {
-            match Impression::from_event(e) {
-                Ok(imp) => self.impressions.push(imp),
-                Err(reason) => {
-                    self.skipped += 1;
-                    self.first_skip.get_or_insert((offset, reason));
-                }
+        match Logged::read(record, weights) {
+            Some(Logged::Impression(imp)) => self.impressions.push(imp),
+            Some(Logged::Broken(reason)) => {
+                self.skipped += 1;
+                self.first_skip.get_or_insert((offset, reason));
             }
-        } else if let (Some(&reward), Some(item)) = (weights.get(&e.event_type), &e.item) {
-            let request_id = match e.field("request_id") {
-                Some(Value::String(r)) => Some(r.clone()),
-                _ => None,
-            };
-            self.outcomes.push(Outcome { user: e.user.clone(), item: item.clone(), ts: e.ts, request_id, reward });
+            Some(Logged::Outcome(outcome)) => self.outcomes.push(outcome),
+            None => {}
         }
+    }
+}
+
+/// What one log record is to attribution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Logged {
+    Impression(Impression),
+    /// An impression event without the fields serving logs.
+    Broken(ImpressionError),
+    Outcome(Outcome),
+}
+
+impl Logged {
+    /// Reads a record: an impression event, or an event of a type in `weights` (see
+    /// [`outcome_weights`]) that names an item, as an outcome with its type's weight and its
+    /// `fields.request_id` when it is a string. `None` for anything else.
+    pub fn read(record: &Record, weights: &BTreeMap<String, f64>) -> Option<Logged> {
+        let Record::Event(e) = record else { return None };
+        if e.event_type == IMPRESSION {
+            return Some(match Impression::from_event(e) {
+                Ok(imp) => Logged::Impression(imp),
+                Err(reason) => Logged::Broken(reason),
+            });
+        }
+        let (Some(&reward), Some(item)) = (weights.get(&e.event_type), &e.item) else { return None };
+        let request_id = match e.field("request_id") {
+            Some(Value::String(r)) => Some(r.clone()),
+            _ => None,
+        };
+        Some(Logged::Outcome(Outcome { user: e.user.clone(), item: item.clone(), ts: e.ts, request_id, reward }))
     }
 }
 
@@ -540,6 +636,51 @@ mod tests {
         let e = evaluate(&imps, &outs, &options(Target::Logged)).unwrap();
         assert_eq!((e.by_window, e.by_request_id, e.unattributed), (3, 0, 0));
         assert_eq!(e.logged.value, 3.0 / 4.0);
+    }
+
+    /// A stream's index (impressions arriving and leaving, owned strings) attributes as the
+    /// batch rule does over the impressions still in it.
+    #[test]
+    fn an_index_kept_up_to_date_attributes_as_the_batch_rule() {
+        use proptest::prelude::*;
+        use std::sync::Arc;
+        let impression = (0u8..6, 0u8..3, 0u8..4, 0i64..50)
+            .prop_map(|(r, u, i, ts)| imp(&format!("r{r}"), &format!("u{u}"), &format!("i{i}"), ts * 100));
+        let outcome = (proptest::option::of(0u8..7), 0u8..3, 0u8..4, 0i64..60).prop_map(|(r, u, i, ts)| {
+            outcome(&format!("u{u}"), &format!("i{i}"), ts * 100, r.map(|r| format!("r{r}")).as_deref())
+        });
+        let cases = (
+            proptest::collection::vec(impression, 0..40),
+            proptest::collection::vec(any::<bool>(), 40),
+            proptest::collection::vec(outcome, 1..30),
+        );
+        proptest!(|((imps, gone, outs) in cases)| {
+            let window = 700;
+            let mut index: Attribution<Arc<str>, usize> = Attribution::new(window);
+            for (k, i) in imps.iter().enumerate() {
+                index.insert(i.request_id.as_str().into(), i.user.as_str().into(), i.item.as_str().into(), i.ts, k);
+            }
+            let mut kept = Vec::new();
+            for (k, i) in imps.iter().enumerate() {
+                if gone[k] {
+                    index.remove(&i.request_id, &i.user, &i.item, k);
+                } else {
+                    kept.push(k);
+                }
+            }
+            let remaining: Vec<Impression> = kept.iter().map(|&k| imps[k].clone()).collect();
+            let batch: Vec<_> = attribute(&remaining, &outs, window)
+                .into_iter()
+                .map(|link| link.map(|(i, via)| (kept[i], via)))
+                .collect();
+            let streamed: Vec<_> =
+                outs.iter().map(|o| index.find(o.request_id.as_deref(), o.user.as_deref(), &o.item, o.ts)).collect();
+            prop_assert_eq!(batch, streamed);
+            for &k in &kept {
+                index.remove(&imps[k].request_id, &imps[k].user, &imps[k].item, k);
+            }
+            prop_assert!(index.is_empty() && index.by_pair.is_empty(), "removing everything leaves nothing");
+        });
     }
 
     fn options(target: Target) -> Options {

@@ -11,6 +11,7 @@
 //! | `feature-store-probe` | (Redis) notices Redis coming back, or losing the feature state |
 //! | `registry-watch` | serves the bundles the `champion` and `challenger` aliases point to |
 //! | `rollout` | (pipelines with a rollout) judges each window, ramps, promotes or rolls back |
+//! | `rollout-outcomes` | (pipelines with a rollout) a [`LogConsumer`] from the log's end: outcomes joined to the arms' impressions |
 //! | `shadow` | (shadow rollouts) the challenger scores sampled copies of requests |
 //! | `precompute` | heavy sources' per-user lists into the online store |
 //! | `offline-export` | new events into day-partitioned Parquet, compacted |
@@ -140,6 +141,26 @@ impl LogConsumer for LiveView {
     }
 }
 
+/// Outcomes joined to the rollouts' impressions as a log consumer: from the log's end at start
+/// (the join lives in memory; a rollout's totals persist with its state).
+struct RolloutOutcomes {
+    recommender: Arc<Recommender>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl LogConsumer for RolloutOutcomes {
+    fn next_offset(&self) -> u64 {
+        self.next.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn apply(self: Arc<Self>, batch: Vec<(u64, Record)>, through: u64) -> Result<(), String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.recommender.join_outcomes(&batch)).await.map_err(|e| e.to_string())?;
+        self.next.store(through, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// The online feature state as a log consumer, checkpointed.
 struct FeatureTail {
     store: Arc<Store>,
@@ -252,8 +273,9 @@ impl Node {
             features_store.max_entities_per_request,
             features_store.vector_log_sample_rate,
         ));
+        let interactions = config.interactions()?;
         let live = Arc::new(Live::new(LiveConfig {
-            interactions: config.interactions()?.keys().cloned().collect(),
+            interactions: interactions.keys().cloned().collect(),
             ..Default::default()
         }));
         let parts = RecommenderParts {
@@ -289,11 +311,17 @@ impl Node {
             insecure: false,
             config_hash: String::new(),
         };
-        node.start_jobs(live, &features_store, &serving).await;
+        node.start_jobs(live, &interactions, &features_store, &serving).await;
         Ok(node)
     }
 
-    async fn start_jobs(&mut self, live: Arc<Live>, features_store: &FeaturesStoreConfig, serving: &ServingConfig) {
+    async fn start_jobs(
+        &mut self,
+        live: Arc<Live>,
+        interactions: &std::collections::BTreeMap<String, f32>,
+        features_store: &FeaturesStoreConfig,
+        serving: &ServingConfig,
+    ) {
         let (store, sup) = (&self.store, &mut self.supervisor);
         let poll = Duration::from_millis(features_store.poll_interval_ms);
 
@@ -349,6 +377,23 @@ impl Node {
                     }
                 }
             });
+        }
+        if self.recommender.has_rollouts() && serving.log_impressions {
+            // Outcomes are the `[train] interactions` types, as `cascade evaluate --policy` reads them.
+            let types = interactions.iter().map(|(t, w)| (t.clone(), f64::from(*w))).collect();
+            self.recommender.open_outcomes(types, serving.attribution_window);
+            let start = store.log_stats().map(|s| s.next_offset).unwrap_or(0);
+            let consumer = RolloutOutcomes {
+                recommender: self.recommender.clone(),
+                next: std::sync::atomic::AtomicU64::new(start),
+            };
+            consume(
+                sup,
+                "rollout-outcomes",
+                store.clone(),
+                Arc::new(consumer),
+                ConsumerOptions { batch: 5_000, poll, checkpoint: None },
+            );
         }
         if self.recommender.has_rollouts() {
             let r = self.recommender.clone();

@@ -26,6 +26,11 @@ pub struct ServingConfig {
     pub precompute_interval: Duration,
     /// How many of the most recently active users get precomputed lists.
     pub precompute_users: usize,
+    /// How long after an impression an outcome of the same user and item still counts for it
+    /// when it names no request id, and how long a rollout's impressions wait for outcomes
+    /// (after which their label is final).
+    #[serde(with = "duration_str")]
+    pub attribution_window: Duration,
 }
 
 impl Default for ServingConfig {
@@ -37,12 +42,20 @@ impl Default for ServingConfig {
             default_pipeline: "default".into(),
             precompute_interval: Duration::from_secs(600),
             precompute_users: 100_000,
+            attribution_window: Duration::from_secs(30 * 60),
         }
     }
 }
 
 impl Section for ServingConfig {
     const NAME: &'static str = "serving";
+
+    fn check(&self, _: &Config) -> Result<(), ConfigError> {
+        if self.attribution_window.is_zero() {
+            return Err(ConfigError::invalid("serving.attribution_window".into(), "must be longer than 0s"));
+        }
+        Ok(())
+    }
 }
 
 impl ServingConfig {
@@ -70,5 +83,8 @@ mod tests {
         let config = Config::from_toml("[serving]\nreload_interval = \"soon\"\n", "f").unwrap();
         let err = ServingConfig::from_config(&config).unwrap_err().to_string();
         assert!(err.contains("soon") && err.contains("line 2"), "{err}");
+        let config = Config::from_toml("[serving]\nattribution_window = \"0s\"\n", "f").unwrap();
+        let err = ServingConfig::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("serving.attribution_window"), "{err}");
     }
 }

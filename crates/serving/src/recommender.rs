@@ -14,6 +14,7 @@
 //! | feature store fails or is late | retrieval order | `features_unavailable`, `features_timeout` |
 //! | ranker fails or is late | retrieval order | `ranker_failed`, `ranker_timeout` |
 
+mod outcomes;
 mod rollouts;
 
 pub use rollouts::{ROLLOUT_TICK, ROLLOUTS_FILE, ShadowJob};

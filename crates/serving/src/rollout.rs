@@ -16,13 +16,19 @@
 //!   the request path and the two lists compared (see `Shadow`).
 //!
 //! Every `window` the challenger's requests of that window are checked against the
-//! guardrails (p99 latency, error rate, fallback rate); a guardrail crossed in `windows`
-//! consecutive windows that each had `min_requests` retires the challenger (its alias is
-//! deleted, with the reason), counts `cascade_rollbacks_total{pipeline,guardrail}` and writes the
-//! audit record. The state of each pipeline's rollout is kept in `DATA_DIR/rollouts.json`, so a
-//! restart resumes at the step it was at.
+//! guardrails: p99 latency, error rate, fallback rate, and on the outcomes joined to its
+//! impressions (`recommender::outcomes`: counted by arrival, labels for calibration once
+//! final) its CTR relative to the champion's in the same window (`ctr_ratio`) and the
+//! expected calibration error of its served probabilities (`ece`). A guardrail past its bound
+//! (`max`, or `min`) in `windows` consecutive windows that each had `min_requests` retires the
+//! challenger (its alias is deleted, with the reason), counts
+//! `cascade_rollbacks_total{pipeline,guardrail}` and writes the audit record. The state of each
+//! pipeline's rollout (with each arm's outcome totals, which [`compare`] tests) is kept in
+//! `DATA_DIR/rollouts.json`, so a restart resumes at the step it was at.
 
-use cascade_api::{RolloutPhase, RolloutState, WindowRecord, WindowSummary};
+use cascade_api::{ArmComparison, ArmOutcomes, RolloutPhase, RolloutState, WindowRecord, WindowSummary};
+use cascade_eval::metrics::CalibrationBins;
+use cascade_eval::stats::two_proportions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -52,17 +58,43 @@ impl Strategy {
     }
 }
 
-/// One guardrail: the challenger's value per window must stay within `max` (or above `min`).
+/// One guardrail: the challenger's value per window must stay at most `max`, or at least `min`
+/// (exactly one of them is given).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guardrail {
-    pub max: f64,
-    /// A window with fewer challenger requests is not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// A window with a smaller sample is not judged: challenger requests (for `ctr_ratio`,
+    /// impressions on each arm; for `ece`, labelled challenger impressions).
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
-    /// Consecutive windows over `max` before the rollback.
+    /// Consecutive windows past the bound before the rollback.
     #[serde(default = "default_windows")]
     pub windows: u32,
+}
+
+impl Guardrail {
+    /// A guardrail bounding the value from above.
+    pub fn max(max: f64, min_requests: u64, windows: u32) -> Guardrail {
+        Guardrail { max: Some(max), min: None, min_requests, windows }
+    }
+
+    /// A guardrail bounding the value from below.
+    pub fn min(min: f64, min_requests: u64, windows: u32) -> Guardrail {
+        Guardrail { max: None, min: Some(min), min_requests, windows }
+    }
+
+    /// How `value` crosses the bound (`>` or `<`, and the bound), if it does.
+    fn crossed(&self, value: f64) -> Option<(&'static str, f64)> {
+        match (self.max, self.min) {
+            (Some(max), _) if value > max => Some((">", max)),
+            (_, Some(min)) if value < min => Some(("<", min)),
+            _ => None,
+        }
+    }
 }
 
 fn default_min_requests() -> u64 {
@@ -83,6 +115,15 @@ pub struct Guardrails {
     pub error_rate: Option<Guardrail>,
     /// Share of the challenger's requests served with any fallback.
     pub fallback_rate: Option<Guardrail>,
+    /// The challenger's CTR (clicked impressions / impressions) over the champion's in the same
+    /// window; usually with `min`. (Absent ones are not written: a pipeline's resolved
+    /// configuration, which starts compare and audit, stays as it was without them.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctr_ratio: Option<Guardrail>,
+    /// Expected calibration error of the challenger's served probabilities (heavy-ranked
+    /// impressions) against their outcomes, once their attribution window has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ece: Option<Guardrail>,
 }
 
 impl Guardrails {
@@ -91,6 +132,8 @@ impl Guardrails {
             ("p99_latency_ms", &self.p99_latency_ms),
             ("error_rate", &self.error_rate),
             ("fallback_rate", &self.fallback_rate),
+            ("ctr_ratio", &self.ctr_ratio),
+            ("ece", &self.ece),
         ]
         .into_iter()
         .filter_map(|(name, g)| g.as_ref().map(|g| (name, g)))
@@ -161,8 +204,12 @@ impl RolloutConfig {
             return Some(("window", "must be longer than 0s".into()));
         }
         for (name, g) in self.guardrails.each() {
-            if !g.max.is_finite() || g.max < 0.0 || g.windows == 0 {
-                return Some(("guardrails", format!("`{name}`: max must be a number ≥ 0 and windows ≥ 1")));
+            let bound = match (g.max, g.min) {
+                (Some(b), None) | (None, Some(b)) => b,
+                _ => return Some(("guardrails", format!("`{name}`: give exactly one of max and min"))),
+            };
+            if !bound.is_finite() || bound < 0.0 || g.windows == 0 {
+                return Some(("guardrails", format!("`{name}`: the bound must be a number ≥ 0 and windows ≥ 1")));
             }
         }
         None
@@ -238,13 +285,17 @@ impl Latencies {
     }
 }
 
-/// One arm's requests in the current window.
+/// One arm's requests in the current window, and the outcomes counted in it.
 #[derive(Debug, Clone, Default)]
 pub struct ArmWindow {
     pub requests: u64,
     pub errors: u64,
     pub fallbacks: u64,
     pub latency: Latencies,
+    /// Impressions read and outcomes attributed in the window (by arrival).
+    pub outcomes: ArmOutcomes,
+    /// Heavy-ranked impressions whose label became final in the window.
+    pub calibration: CalibrationBins,
 }
 
 impl ArmWindow {
@@ -258,22 +309,41 @@ impl ArmWindow {
     /// What the window shows, for the status and the guardrails.
     pub fn summary(&self) -> WindowSummary {
         let rate = |n: u64| if self.requests == 0 { None } else { Some(n as f64 / self.requests as f64) };
+        let o = &self.outcomes;
         WindowSummary {
             requests: self.requests,
             p50_latency_ms: self.latency.quantile(0.5),
             p99_latency_ms: self.latency.quantile(0.99),
             error_rate: rate(self.errors),
             fallback_rate: rate(self.fallbacks),
+            outcomes: o.clone(),
+            ctr: (o.impressions > 0).then(|| o.clicked as f64 / o.impressions as f64),
+            labelled: self.calibration.len(),
+            ece: self.calibration.ece(),
         }
     }
 }
 
-fn value(w: &WindowSummary, guardrail: &str) -> Option<f64> {
-    match guardrail {
-        "p99_latency_ms" => w.p99_latency_ms,
-        "error_rate" => w.error_rate,
-        "fallback_rate" => w.fallback_rate,
+/// The challenger's CTR over the champion's; `None` unless both have one and the champion's is
+/// above 0.
+pub fn ctr_ratio(champion: &WindowSummary, challenger: &WindowSummary) -> Option<f64> {
+    match (champion.ctr, challenger.ctr) {
+        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
         _ => None,
+    }
+}
+
+/// A guardrail's value in a window and the sample it is judged on.
+fn value(champion: &WindowSummary, challenger: &WindowSummary, guardrail: &str) -> (Option<f64>, u64) {
+    match guardrail {
+        "p99_latency_ms" => (challenger.p99_latency_ms, challenger.requests),
+        "error_rate" => (challenger.error_rate, challenger.requests),
+        "fallback_rate" => (challenger.fallback_rate, challenger.requests),
+        "ctr_ratio" => {
+            (ctr_ratio(champion, challenger), champion.outcomes.impressions.min(challenger.outcomes.impressions))
+        }
+        "ece" => (challenger.ece, challenger.labelled),
+        _ => (None, 0),
     }
 }
 
@@ -319,6 +389,8 @@ pub fn start(
         reason: None,
         windows: Vec::new(),
         shadow: None,
+        champion_outcomes: ArmOutcomes::default(),
+        challenger_outcomes: ArmOutcomes::default(),
     }
 }
 
@@ -337,22 +409,24 @@ pub fn evaluate(
     // and does not count towards the step: a step advances only on judged traffic.
     let mut judged = true;
     for (name, g) in config.guardrails.each() {
-        if challenger.requests < g.min_requests {
+        let (value, sample) = value(&champion, &challenger, name);
+        // No value (no CTR on the champion, no labelled impression) cannot be judged either.
+        let Some(v) = value.filter(|_| sample >= g.min_requests) else {
             judged = false;
             continue;
-        }
-        match value(&challenger, name) {
-            Some(v) if v > g.max => {
+        };
+        match g.crossed(v) {
+            Some((op, bound)) => {
                 crossed.push(name.to_string());
                 let n = this.breaches.entry(name.to_string()).or_default();
                 *n += 1;
                 if *n >= g.windows && decision == Decision::Hold {
                     let unit = if name == "p99_latency_ms" { " ms" } else { "" };
-                    let reason = format!("guardrail {name}: {v:.4}{unit} > {}{unit} for {} windows", g.max, g.windows);
+                    let reason = format!("guardrail {name}: {v:.4}{unit} {op} {bound}{unit} for {} windows", g.windows);
                     decision = Decision::Rollback { guardrail: name.to_string(), reason };
                 }
             }
-            _ => {
+            None => {
                 this.breaches.remove(name);
             }
         }
@@ -360,7 +434,16 @@ pub fn evaluate(
     if judged {
         this.step_requests += challenger.requests;
     }
-    this.windows.push(WindowRecord { ended_ms: now_ms, champion, challenger, crossed: crossed.clone() });
+    add(&mut this.champion_outcomes, &champion.outcomes);
+    add(&mut this.challenger_outcomes, &challenger.outcomes);
+    let ratio = ctr_ratio(&champion, &challenger);
+    this.windows.push(WindowRecord {
+        ended_ms: now_ms,
+        champion,
+        challenger,
+        crossed: crossed.clone(),
+        ctr_ratio: ratio,
+    });
     if this.windows.len() > KEPT_WINDOWS {
         this.windows.remove(0);
     }
@@ -378,6 +461,32 @@ pub fn evaluate(
         return Decision::Promote;
     }
     Decision::Step { step: this.step + 1, share: config.share_at(this.step + 1) }
+}
+
+/// The challenger against the champion, per request (see [`ArmComparison`]).
+pub fn compare(champion: ArmOutcomes, challenger: ArmOutcomes) -> ArmComparison {
+    let rate = |o: &ArmOutcomes| (o.requests > 0).then(|| o.converted.min(o.requests) as f64 / o.requests as f64);
+    let test = two_proportions(champion.converted, champion.requests, challenger.converted, challenger.requests);
+    ArmComparison {
+        champion_rate: rate(&champion),
+        challenger_rate: rate(&challenger),
+        difference: test.map(|t| t.difference),
+        ci95_low: test.map(|t| t.ci95.0),
+        ci95_high: test.map(|t| t.ci95.1),
+        p_value: test.map(|t| t.p_value),
+        relative_lift: test.and_then(|t| t.relative_lift),
+        champion,
+        challenger,
+    }
+}
+
+/// Adds a window's counts to a total.
+pub fn add(total: &mut ArmOutcomes, window: &ArmOutcomes) {
+    total.requests += window.requests;
+    total.converted += window.converted;
+    total.impressions += window.impressions;
+    total.clicked += window.clicked;
+    total.outcomes += window.outcomes;
 }
 
 /// Applies a decision to the state (the caller moves the aliases).
@@ -430,9 +539,9 @@ mod tests {
             min_dwell: Duration::from_secs(60),
             min_requests: 100,
             guardrails: Guardrails {
-                p99_latency_ms: Some(Guardrail { max: 15.0, min_requests: 50, windows: 3 }),
-                error_rate: Some(Guardrail { max: 0.01, min_requests: 50, windows: 2 }),
-                fallback_rate: None,
+                p99_latency_ms: Some(Guardrail::max(15.0, 50, 3)),
+                error_rate: Some(Guardrail::max(0.01, 50, 2)),
+                ..Guardrails::default()
             },
             ..RolloutConfig::default()
         }
@@ -510,6 +619,136 @@ mod tests {
         assert_eq!(evaluate(&mut state, &config, window(900, 5.0, 0), window(100, 5.0, 40), 1), Decision::Hold);
         let d = evaluate(&mut state, &config, window(900, 5.0, 0), window(100, 5.0, 40), 2);
         assert!(matches!(d, Decision::Rollback { ref guardrail, .. } if guardrail == "error_rate"), "{d:?}");
+    }
+
+    /// A window of `impressions` with `clicked` of them clicked and `labelled` final labels, each
+    /// served at probability `score` and clicked at rate `rate`.
+    fn outcomes(impressions: u64, clicked: u64, labelled: u64, score: f64, rate: f64) -> WindowSummary {
+        let mut w = ArmWindow::default();
+        for _ in 0..impressions {
+            w.record(5.0, false, false);
+        }
+        w.outcomes = ArmOutcomes { requests: impressions, converted: clicked, impressions, clicked, outcomes: clicked };
+        for i in 0..labelled {
+            w.calibration.add(score, (i as f64) < rate * labelled as f64);
+        }
+        w.summary()
+    }
+
+    fn outcome_guardrails() -> RolloutConfig {
+        RolloutConfig {
+            strategy: Strategy::ChampionChallenger,
+            guardrails: Guardrails {
+                ctr_ratio: Some(Guardrail::min(0.9, 200, 3)),
+                ece: Some(Guardrail::max(0.05, 100, 2)),
+                ..Guardrails::default()
+            },
+            ..RolloutConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_challenger_clicked_less_than_the_champion_is_rolled_back_by_its_ctr_ratio() {
+        let config = outcome_guardrails();
+        let mut state = start("home", &config, 2, "t".into(), Some(1), 0);
+        let champion = || outcomes(1000, 100, 0, 0.0, 0.0);
+        let worse = || outcomes(1000, 71, 0, 0.0, 0.0);
+        assert_eq!(evaluate(&mut state, &config, champion(), worse(), 1), Decision::Hold);
+        assert!((state.windows[0].ctr_ratio.unwrap() - 0.71).abs() < 1e-12);
+        assert_eq!(state.windows[0].crossed, ["ctr_ratio"]);
+        // Too few impressions on either arm: not judged, the count stands.
+        assert_eq!(evaluate(&mut state, &config, outcomes(150, 15, 0, 0.0, 0.0), worse(), 2), Decision::Hold);
+        assert_eq!(state.breaches["ctr_ratio"], 1);
+        // A champion without a click gives no ratio: not judged either.
+        assert_eq!(evaluate(&mut state, &config, outcomes(1000, 0, 0, 0.0, 0.0), worse(), 3), Decision::Hold);
+        assert_eq!(evaluate(&mut state, &config, champion(), worse(), 4), Decision::Hold);
+        match evaluate(&mut state, &config, champion(), worse(), 5) {
+            Decision::Rollback { guardrail, reason } => {
+                assert_eq!(guardrail, "ctr_ratio");
+                assert_eq!(reason, "guardrail ctr_ratio: 0.7100 < 0.9 for 3 windows");
+            }
+            d => panic!("{d:?}"),
+        }
+        // Totals add up every window's counts.
+        assert_eq!(state.challenger_outcomes.impressions, 5_000);
+        assert_eq!(state.champion_outcomes.clicked, 100 * 3 + 15);
+        // As good as the champion, within the bound: never crossed.
+        let mut state = start("home", &config, 2, "t".into(), Some(1), 0);
+        for t in 0..10 {
+            assert_eq!(evaluate(&mut state, &config, champion(), outcomes(1000, 95, 0, 0.0, 0.0), t), Decision::Hold);
+        }
+        assert!(state.breaches.is_empty());
+    }
+
+    #[test]
+    fn a_miscalibrated_challenger_is_rolled_back_by_its_ece_once_labels_are_final() {
+        let config = outcome_guardrails();
+        let mut state = start("home", &config, 2, "t".into(), Some(1), 0);
+        let champion = || outcomes(1000, 100, 0, 0.0, 0.0);
+        // No label final yet: not judged.
+        assert_eq!(evaluate(&mut state, &config, champion(), outcomes(1000, 100, 0, 0.3, 0.1), 1), Decision::Hold);
+        assert!(state.breaches.is_empty());
+        // Served 0.3, clicked 10%: ECE 0.2.
+        let off = || outcomes(1000, 100, 500, 0.3, 0.1);
+        assert_eq!(evaluate(&mut state, &config, champion(), off(), 2), Decision::Hold);
+        assert!((state.windows[1].challenger.ece.unwrap() - 0.2).abs() < 1e-9);
+        match evaluate(&mut state, &config, champion(), off(), 3) {
+            Decision::Rollback { guardrail, reason } => {
+                assert_eq!(guardrail, "ece");
+                assert_eq!(reason, "guardrail ece: 0.2000 > 0.05 for 2 windows");
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn a_guardrail_has_exactly_one_bound() {
+        let with = |g: Guardrail| RolloutConfig {
+            guardrails: Guardrails { ctr_ratio: Some(g), ..Guardrails::default() },
+            ..RolloutConfig::default()
+        };
+        assert_eq!(with(Guardrail::min(0.9, 100, 3)).problem(), None);
+        let both = Guardrail { max: Some(2.0), ..Guardrail::min(0.9, 100, 3) };
+        let neither = Guardrail { min: None, ..Guardrail::min(0.9, 100, 3) };
+        for g in [both, neither] {
+            let (key, why) = with(g).problem().unwrap();
+            assert_eq!((key, why.as_str()), ("guardrails", "`ctr_ratio`: give exactly one of max and min"));
+        }
+        assert!(with(Guardrail::min(f64::NAN, 100, 3)).problem().is_some());
+        assert!(with(Guardrail::min(0.9, 100, 0)).problem().is_some());
+        // As written in cascade.toml.
+        let parsed: Guardrails = toml::from_str(
+            "ctr_ratio = { min = 0.9, min_requests = 500, windows = 3 }\nece = { max = 0.05 }\n\
+             p99_latency_ms = { max = 15.0, min_requests = 100, windows = 3 }\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.ctr_ratio, Some(Guardrail::min(0.9, 500, 3)));
+        assert_eq!(parsed.ece, Some(Guardrail::max(0.05, 100, 3)));
+        assert_eq!(parsed.p99_latency_ms, Some(Guardrail::max(15.0, 100, 3)));
+        // Written as before for a configuration without the outcome guardrails.
+        let written = serde_json::to_value(Guardrails { ctr_ratio: None, ece: None, ..parsed }).unwrap();
+        let before = serde_json::json!({
+            "p99_latency_ms": {"max": 15.0, "min_requests": 100, "windows": 3},
+            "error_rate": null,
+            "fallback_rate": null,
+        });
+        assert_eq!(written, before);
+    }
+
+    #[test]
+    fn the_comparison_is_per_request_with_its_interval() {
+        let o = |requests, converted| ArmOutcomes { requests, converted, ..ArmOutcomes::default() };
+        // The worked example of `cascade_eval::stats`: 120 of 1000 against 90 of 1000.
+        let c = compare(o(1000, 120), o(1000, 90));
+        assert_eq!((c.champion_rate, c.challenger_rate), (Some(0.12), Some(0.09)));
+        assert!((c.difference.unwrap() + 0.03).abs() < 1e-12);
+        assert!((c.p_value.unwrap() - 0.028_650_240_398_448_486).abs() < 1e-8);
+        assert!((c.ci95_low.unwrap() + 0.056_837_912_155_757_356).abs() < 1e-12);
+        assert!((c.ci95_high.unwrap() + 0.003_162_087_844_242_642).abs() < 1e-12);
+        assert!((c.relative_lift.unwrap() + 0.25).abs() < 1e-12);
+        // An arm without requests: counts, no statistics.
+        let c = compare(o(1000, 120), o(0, 0));
+        assert_eq!((c.challenger_rate, c.difference, c.p_value, c.ci95_low), (None, None, None, None));
     }
 
     #[test]

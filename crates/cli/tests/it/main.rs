@@ -3,6 +3,7 @@
 mod cli;
 mod features;
 mod layers;
+mod outcomes;
 mod policy;
 mod rollout;
 mod serving;

@@ -57,18 +57,18 @@ fn drive(server: &InProcess, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHan
         .collect()
 }
 
-fn audit(root: &Path, action: &str) -> Vec<Value> {
+pub(crate) fn audit(root: &Path, action: &str) -> Vec<Value> {
     let out = ok(root, &["audit", "--action", action, "--json"]);
     serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
 }
 
-fn challenger(root: &Path) -> Option<u64> {
+pub(crate) fn challenger(root: &Path) -> Option<u64> {
     let aliases: Value = serde_json::from_str(&ok(root, &["models", "alias", "list", "--json"])).unwrap();
     aliases["challenger"].as_u64()
 }
 
 /// Waits (up to a minute: a debug build on a busy machine) until `done`.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");

@@ -2,6 +2,7 @@
 //! arm's window, the rounds that judge the windows and move the aliases, and shadow scoring.
 //! The rules themselves (strategies, guardrails, steps) are in [`crate::rollout`].
 
+use super::outcomes::{Join, RolloutId};
 use super::{Recommender, Serving, cascade};
 use crate::error::Result;
 use crate::pipeline::Pipeline;
@@ -70,20 +71,51 @@ impl ShadowTotals {
 /// One pipeline's rollout in memory: its state and the window in progress.
 #[derive(Debug, Default)]
 pub(super) struct Runtime {
-    state: Option<RolloutState>,
-    champion: ArmWindow,
-    challenger: ArmWindow,
+    /// The pipeline's name, shared by the impressions the join keeps.
+    pub(super) name: Arc<str>,
+    pub(super) state: Option<RolloutState>,
+    pub(super) champion: ArmWindow,
+    pub(super) challenger: ArmWindow,
     window_started_ms: i64,
     shadow: ShadowTotals,
 }
 
+impl Runtime {
+    /// The rollout running, if one is.
+    pub(super) fn running(&self) -> Option<RolloutId> {
+        let s = self.state.as_ref().filter(|s| s.phase == RolloutPhase::Running)?;
+        Some(RolloutId { started_ms: s.started_ms, challenger: s.challenger })
+    }
+
+    /// The arm of the running rollout that bundle `version` serves, if any.
+    pub(super) fn arm_of(&self, version: Option<u64>) -> Option<(Arm, RolloutId)> {
+        let id = self.running()?;
+        let state = self.state.as_ref()?;
+        match version? {
+            v if v == state.challenger => Some((Arm::Challenger, id)),
+            v if Some(v) == state.champion => Some((Arm::Champion, id)),
+            _ => None,
+        }
+    }
+
+    /// The arm's window in progress.
+    pub(super) fn window(&mut self, arm: Arm) -> &mut ArmWindow {
+        match arm {
+            Arm::Champion => &mut self.champion,
+            Arm::Challenger => &mut self.challenger,
+        }
+    }
+}
+
 /// Every pipeline's rollout (those with a strategy), each under its own lock: a request takes
-/// only its pipeline's, for a few instructions.
+/// only its pipeline's, for a few instructions. The join of outcomes takes its own lock, then a
+/// pipeline's; nothing takes them the other way round.
 #[derive(Debug, Default)]
 pub(super) struct Rollouts {
-    pipelines: BTreeMap<String, Mutex<Runtime>>,
+    pub(super) pipelines: BTreeMap<String, Mutex<Runtime>>,
     file: Option<PathBuf>,
     shadow: Mutex<Option<tokio::sync::mpsc::Sender<ShadowJob>>>,
+    pub(super) join: Mutex<Join>,
 }
 
 impl Rollouts {
@@ -106,11 +138,16 @@ impl Rollouts {
             .values()
             .filter(|p| p.config.rollout.strategy != Strategy::None)
             .map(|p| {
-                let runtime = Runtime { state: saved.remove(&p.name), window_started_ms: now_ms, ..Runtime::default() };
+                let runtime = Runtime {
+                    name: p.name.as_str().into(),
+                    state: saved.remove(&p.name),
+                    window_started_ms: now_ms,
+                    ..Runtime::default()
+                };
                 (p.name.clone(), Mutex::new(runtime))
             })
             .collect();
-        Rollouts { pipelines, file, shadow: Mutex::new(None) }
+        Rollouts { pipelines, file, shadow: Mutex::new(None), join: Mutex::new(Join::default()) }
     }
 
     fn save(&self) {
@@ -174,12 +211,7 @@ impl Recommender {
     pub(super) fn record_arm(&self, pipeline: &str, arm: Arm, ms: f64, fallbacks: &[String]) {
         let Some(runtime) = self.rollouts.pipelines.get(pipeline) else { return };
         let error = fallbacks.iter().any(|f| f == "retrieval_failed" || f == "ranker_failed");
-        let mut rt = runtime.lock();
-        let window = match arm {
-            Arm::Champion => &mut rt.champion,
-            Arm::Challenger => &mut rt.challenger,
-        };
-        window.record(ms, error, !fallbacks.is_empty());
+        runtime.lock().window(arm).record(ms, error, !fallbacks.is_empty());
         metrics::counter!("cascade_rollout_requests_total", "pipeline" => pipeline.to_string(), "arm" => arm.name())
             .increment(1);
     }
@@ -305,16 +337,30 @@ impl Recommender {
                     champion: self.version(),
                     challenger: self.challenger_version(),
                     state: runtime.as_ref().and_then(|rt| rt.state.clone()),
-                    current_window: runtime.as_ref().map(|rt| WindowRecord {
-                        ended_ms: now,
-                        champion: rt.champion.summary(),
-                        challenger: rt.challenger.summary(),
-                        crossed: Vec::new(),
+                    current_window: runtime.as_ref().map(|rt| {
+                        let (champion, challenger) = (rt.champion.summary(), rt.challenger.summary());
+                        WindowRecord {
+                            ended_ms: now,
+                            ctr_ratio: rollout::ctr_ratio(&champion, &challenger),
+                            champion,
+                            challenger,
+                            crossed: Vec::new(),
+                        }
                     }),
                     shadow: runtime
                         .as_ref()
                         .filter(|_| p.config.rollout.strategy == Strategy::Shadow)
                         .map(|rt| rt.shadow.summary()),
+                    comparison: runtime.as_ref().filter(|_| p.config.rollout.strategy != Strategy::Shadow).and_then(
+                        |rt| {
+                            let state = rt.state.as_ref()?;
+                            let (mut champion, mut challenger) =
+                                (state.champion_outcomes.clone(), state.challenger_outcomes.clone());
+                            rollout::add(&mut champion, &rt.champion.outcomes);
+                            rollout::add(&mut challenger, &rt.challenger.outcomes);
+                            Some(rollout::compare(champion, challenger))
+                        },
+                    ),
                 }
             })
             .collect()
@@ -327,6 +373,8 @@ impl Recommender {
         if self.rollouts.pipelines.is_empty() {
             return Ok(false);
         }
+        // Labels that became final since the last round go to the windows about to be judged.
+        self.expire_outcomes();
         let Some(registry) = self.registry()? else { return Ok(false) };
         let challenger = registry.alias(RECOMMENDER, CHALLENGER)?;
         let champion = registry.alias(RECOMMENDER, CHAMPION)?;
