@@ -49,24 +49,32 @@ fn who(principal: Option<&Principal>) -> String {
     }
 }
 
-/// A 400 naming the field.
-fn invalid(field: &str, reason: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, format!("`{field}` {reason}")).with_details(vec![FieldProblem {
-        index: None,
-        field: field.into(),
-        reason,
-    }])
-}
-
 fn actor(principal: Option<&Principal>, why: Option<String>) -> Result<Actor, ApiError> {
     if why.as_ref().is_some_and(|w| w.chars().count() > MAX_WHY) {
-        return Err(invalid("why", format!("is longer than {MAX_WHY} characters")));
+        return Err(ApiError::invalid_field("why", format!("is longer than {MAX_WHY} characters")));
     }
     Ok(Actor::new(who(principal), why))
 }
 
-async fn registry(state: &AppState) -> Result<Registry, ApiError> {
+fn registry(state: &AppState) -> Result<Registry, ApiError> {
     Ok(state.recommender.model_registry()?)
+}
+
+/// One alias move as every moving route makes it: the `why` checked, the family known, the move,
+/// then the recommender reloaded so the move serves before the answer.
+async fn move_alias(
+    state: &AppState,
+    principal: Option<&Principal>,
+    family: &str,
+    why: Option<String>,
+    apply: impl FnOnce(&Registry, &Actor) -> cascade_registry::Result<cascade_registry::AliasMove>,
+) -> Result<Json<AliasMove>, ApiError> {
+    let actor = actor(principal, why)?;
+    let registry = registry(state)?;
+    known_family(&registry, family)?;
+    let m = apply(&registry, &actor)?;
+    reload(state).await;
+    Ok(Json(wire(m)))
 }
 
 /// A family is known once a bundle of it exists.
@@ -101,7 +109,7 @@ fn wire(m: cascade_registry::AliasMove) -> AliasMove {
     )
 )]
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelsResponse>, ApiError> {
-    let registry = registry(&state).await?;
+    let registry = registry(&state)?;
     let manifests = registry.list()?;
     let mut models = Vec::with_capacity(manifests.len());
     for m in manifests {
@@ -131,7 +139,7 @@ pub async fn list_aliases(
     State(state): State<AppState>,
     Path(family): Path<String>,
 ) -> Result<Json<AliasesResponse>, ApiError> {
-    let registry = registry(&state).await?;
+    let registry = registry(&state)?;
     known_family(&registry, &family)?;
     let aliases = registry.aliases(&family)?;
     Ok(Json(AliasesResponse { family, aliases }))
@@ -156,12 +164,11 @@ pub async fn set_alias(
     body: Bytes,
 ) -> Result<Json<AliasMove>, ApiError> {
     let request: SetAlias = body::json(&headers, &body, "an alias move")?;
-    let actor = actor(principal.as_deref(), request.why)?;
-    let registry = registry(&state).await?;
-    known_family(&registry, &family)?;
-    let m = registry.set_alias(&family, &alias, request.version, &actor)?;
-    reload(&state).await;
-    Ok(Json(wire(m)))
+    let version = request.version;
+    move_alias(&state, principal.as_deref(), &family, request.why, |r, actor| {
+        r.set_alias(&family, &alias, version, actor)
+    })
+    .await
 }
 
 #[utoipa::path(delete, path = "/v1/models/{family}/aliases/{alias}", tag = "models",
@@ -180,12 +187,7 @@ pub async fn delete_alias(
     Path((family, alias)): Path<(String, String)>,
     Query(why): Query<Why>,
 ) -> Result<Json<AliasMove>, ApiError> {
-    let actor = actor(principal.as_deref(), why.why)?;
-    let registry = registry(&state).await?;
-    known_family(&registry, &family)?;
-    let m = registry.delete_alias(&family, &alias, &actor)?;
-    reload(&state).await;
-    Ok(Json(wire(m)))
+    move_alias(&state, principal.as_deref(), &family, why.why, |r, actor| r.delete_alias(&family, &alias, actor)).await
 }
 
 #[utoipa::path(get, path = "/v1/models/{family}/aliases/{alias}/history", tag = "models",
@@ -200,7 +202,7 @@ pub async fn alias_history(
     State(state): State<AppState>,
     Path((family, alias)): Path<(String, String)>,
 ) -> Result<Json<AliasHistory>, ApiError> {
-    let registry = registry(&state).await?;
+    let registry = registry(&state)?;
     known_family(&registry, &family)?;
     let moves = registry.alias_history(&family, Some(&alias))?;
     if moves.is_empty() {
@@ -228,12 +230,8 @@ pub async fn rollback_alias(
     body: Bytes,
 ) -> Result<Json<AliasMove>, ApiError> {
     let request: Why = if body.is_empty() { Why::default() } else { body::json(&headers, &body, "a rollback")? };
-    let actor = actor(principal.as_deref(), request.why)?;
-    let registry = registry(&state).await?;
-    known_family(&registry, &family)?;
-    let m = registry.rollback_alias(&family, &alias, &actor)?;
-    reload(&state).await;
-    Ok(Json(wire(m)))
+    move_alias(&state, principal.as_deref(), &family, request.why, |r, actor| r.rollback_alias(&family, &alias, actor))
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/rollouts", tag = "models",
@@ -275,23 +273,23 @@ pub async fn audit(
 ) -> Result<Json<AuditResponse>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
-        return Err(invalid("limit", format!("must be within 1..={MAX_AUDIT_PAGE}")));
+        return Err(ApiError::invalid_field("limit", format!("must be within 1..={MAX_AUDIT_PAGE}")));
     }
     // Ids are byte offsets: the document states them as int64.
     if q.before.is_some_and(|b| b > i64::MAX as u64) {
-        return Err(invalid("before", "is not an audit id (at most 2^63 - 1)".into()));
+        return Err(ApiError::invalid_field("before", "is not an audit id (at most 2^63 - 1)".into()));
     }
     if q.action.as_ref().is_some_and(|a| a.chars().count() > 100) {
-        return Err(invalid("action", "is longer than 100 characters".into()));
+        return Err(ApiError::invalid_field("action", "is longer than 100 characters".into()));
     }
     if q.target.as_ref().is_some_and(|t| t.chars().count() > 300) {
-        return Err(invalid("target", "is longer than 300 characters".into()));
+        return Err(ApiError::invalid_field("target", "is longer than 300 characters".into()));
     }
     let query = cascade_store::AuditQuery { before: q.before, action: q.action, target: q.target, limit: limit + 1 };
     let log = cascade_store::AuditLog::new(state.store.dir());
     let mut entries = tokio::task::spawn_blocking(move || log.read(&query))
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+        .map_err(|e| ApiError::blocking_failed("audit read", &e))??;
     let more = entries.len() > limit;
     entries.truncate(limit);
     let next_before = if more { entries.last().map(|e| e.id) } else { None };

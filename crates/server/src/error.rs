@@ -23,6 +23,21 @@ impl ApiError {
         self
     }
 
+    /// 400 `invalid_request` naming one field of the request.
+    pub fn invalid_field(field: &str, reason: String) -> Self {
+        ApiError::new(ErrorCode::InvalidRequest, format!("`{field}` {reason}")).with_details(vec![FieldProblem {
+            index: None,
+            field: field.into(),
+            reason,
+        }])
+    }
+
+    /// 500: work handed to the blocking pool panicked (logged with what it was).
+    pub fn blocking_failed(what: &str, e: &tokio::task::JoinError) -> Self {
+        tracing::error!(error = %e, "{what} panicked");
+        ApiError::new(ErrorCode::Internal, format!("the {what} failed"))
+    }
+
     /// `time_ahead`: `problems` (index in the batch, when a batch; field and reason) lie past
     /// the time horizon.
     pub fn time_ahead(problems: Vec<(Option<usize>, FieldError)>) -> Self {

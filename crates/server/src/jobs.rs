@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cascade_api::{ErrorCode, FieldProblem, Job, JobList, JobRequest, MAX_JOB_K};
+use cascade_api::{ErrorCode, Job, JobList, JobRequest, MAX_JOB_K};
 use cascade_core::ErrorKind;
 use std::sync::Arc;
 
@@ -79,19 +79,6 @@ fn who(principal: Option<&Principal>) -> String {
     }
 }
 
-fn invalid(field: &str, reason: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, format!("`{field}` {reason}")).with_details(vec![FieldProblem {
-        index: None,
-        field: field.into(),
-        reason,
-    }])
-}
-
-fn blocking_failed(e: &tokio::task::JoinError) -> ApiError {
-    tracing::error!(error = %e, "job request panicked");
-    ApiError::new(ErrorCode::Internal, "the job request failed")
-}
-
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     request_body = JobRequest,
     responses(
@@ -112,12 +99,13 @@ pub async fn post_job(
         && let Some(k) = params.k
         && !(1..=MAX_JOB_K).contains(&k)
     {
-        return Err(invalid("params.k", format!("must be between 1 and {MAX_JOB_K}")));
+        return Err(ApiError::invalid_field("params.k", format!("must be between 1 and {MAX_JOB_K}")));
     }
     let queue = queue(&state)?;
     let who = who(principal.as_ref().map(|p| &p.0));
-    let job =
-        tokio::task::spawn_blocking(move || queue.submit(request, &who)).await.map_err(|e| blocking_failed(&e))??;
+    let job = tokio::task::spawn_blocking(move || queue.submit(request, &who))
+        .await
+        .map_err(|e| ApiError::blocking_failed("job request", &e))??;
     let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id))
         .map_err(|_| ApiError::new(ErrorCode::Internal, "a job id is not a header value"))?;
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
@@ -133,7 +121,9 @@ pub async fn post_job(
 pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
     let queue = queue(&state)?;
     let lookup = id.clone();
-    let job = tokio::task::spawn_blocking(move || queue.get(&lookup)).await.map_err(|e| blocking_failed(&e))??;
+    let job = tokio::task::spawn_blocking(move || queue.get(&lookup))
+        .await
+        .map_err(|e| ApiError::blocking_failed("job request", &e))??;
     job.map(Json).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no job `{id}`")))
 }
 
@@ -157,7 +147,7 @@ pub async fn list_jobs(
 ) -> Result<Json<JobList>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_LIST);
     if !(1..=MAX_LIST).contains(&limit) {
-        return Err(invalid("limit", format!("must be between 1 and {MAX_LIST}")));
+        return Err(ApiError::invalid_field("limit", format!("must be between 1 and {MAX_LIST}")));
     }
     Ok(Json(JobList { jobs: queue(&state)?.list(limit) }))
 }

@@ -376,8 +376,8 @@ impl Recommender {
         // Labels that became final since the last round go to the windows about to be judged.
         self.expire_outcomes();
         let Some(registry) = self.registry()? else { return Ok(false) };
-        let challenger = registry.alias(RECOMMENDER, CHALLENGER)?;
-        let champion = registry.alias(RECOMMENDER, CHAMPION)?;
+        let aliases = registry.aliases(RECOMMENDER)?;
+        let (challenger, champion) = (aliases.get(CHALLENGER).copied(), aliases.get(CHAMPION).copied());
         // When the challenger's alias was last set: a re-set of the same version is a new rollout.
         let since = match challenger {
             Some(v) => registry
