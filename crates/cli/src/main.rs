@@ -267,6 +267,7 @@ struct AuditArgs {
     /// Entries older than this id (the previous page's last id).
     #[arg(long)]
     before: Option<u64>,
+    /// Print as JSON.
     #[arg(long)]
     json: bool,
 }

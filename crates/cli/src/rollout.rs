@@ -19,6 +19,7 @@ pub enum RolloutCommand {
         /// The last N windows shown per rollout.
         #[arg(long, default_value_t = 5)]
         windows: usize,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -22,6 +22,7 @@ pub struct TrainArgs {
 pub enum ModelsCommand {
     /// List the model bundles, oldest first, with the aliases pointing at each.
     List {
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -62,7 +63,9 @@ pub enum AliasCommand {
     /// Point an alias at a bundle version (names: letters, digits, '_', '-'; `latest` and
     /// `v<digits>` are reserved). Every move is kept in the alias history and the audit log.
     Set {
+        /// The alias, e.g. `champion`, `challenger`, `staging`.
         alias: String,
+        /// The bundle version it points to from now on (`cascade models list`).
         version: u64,
         #[command(flatten)]
         family: FamilyArg,
@@ -72,6 +75,7 @@ pub enum AliasCommand {
     },
     /// Remove an alias (its history stays).
     Delete {
+        /// The alias to remove.
         alias: String,
         #[command(flatten)]
         family: FamilyArg,
@@ -82,14 +86,17 @@ pub enum AliasCommand {
     List {
         #[command(flatten)]
         family: FamilyArg,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Every move of the family's aliases (or of one), oldest first: who, when, from, to, why.
     History {
+        /// Only this alias's moves (default: every alias of the family).
         alias: Option<String>,
         #[command(flatten)]
         family: FamilyArg,
+        /// Print as JSON.
         #[arg(long)]
         json: bool,
     },
